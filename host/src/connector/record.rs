@@ -1,0 +1,114 @@
+//! Between bus messages and plugin records: what a plugin sees of an input,
+//! and the headers every output carries.
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::Message;
+
+use crate::bindings::PluginRecord;
+use crate::bus::headers;
+
+/// Where an input came from, carried onto everything derived from it.
+pub struct Lineage {
+    /// Stable identity of the input: its `Nats-Msg-Id`, else `<stream>:<sequence>`.
+    pub identity: String,
+    source: String,
+    hops: Option<String>,
+    trace: String,
+}
+
+fn header<'a>(map: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
+    map?.get(name).map(|v| v.as_str()).filter(|v| !v.is_empty())
+}
+
+impl Lineage {
+    /// Read the lineage of a consumed message.
+    pub fn of(msg: &Message, stream: &str, sequence: u64) -> Lineage {
+        let h = msg.headers.as_ref();
+        let identity = header(h, headers::MSG_ID).map_or_else(|| format!("{stream}:{sequence}"), str::to_owned);
+        Lineage {
+            source: header(h, headers::SOURCE).unwrap_or(&identity).to_owned(),
+            hops: header(h, headers::HOPS).map(str::to_owned),
+            trace: header(h, headers::TRACE).map_or_else(|| headers::trace_id(&identity), str::to_owned),
+            identity,
+        }
+    }
+
+    /// Headers for output `index` of `connector` (at `hop`, `connector@version`).
+    pub fn output_headers(&self, connector: &str, hop: &str, index: usize, record: &PluginRecord) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in &record.headers {
+            if !headers::is_reserved(name) && valid_header(name, value) {
+                h.append(name.as_str(), value.as_str());
+            }
+        }
+        h.insert(headers::MSG_ID, headers::output_id(connector, &self.identity, index).as_str());
+        if !record.key.is_empty() && valid_header(headers::KEY, &record.key) {
+            h.insert(headers::KEY, record.key.as_str());
+        }
+        if let Some(schema) = record.schema.as_deref().filter(|s| valid_header(headers::SCHEMA, s)) {
+            h.insert(headers::SCHEMA, schema);
+        }
+        if let Some(ct) = record.content_type.as_deref().filter(|s| valid_header(headers::CONTENT_TYPE, s)) {
+            h.insert(headers::CONTENT_TYPE, ct);
+        }
+        h.insert(headers::SOURCE, self.source.as_str());
+        let hops = match &self.hops {
+            Some(earlier) => format!("{earlier},{hop}"),
+            None => hop.to_owned(),
+        };
+        h.insert(headers::HOPS, hops.as_str());
+        h.insert(headers::TRACE, self.trace.as_str());
+        h
+    }
+}
+
+/// The plugin's view of a consumed message. Reserved headers are kept out of
+/// `headers`; the key, schema and content type arrive in their own fields.
+pub fn to_plugin_record(msg: &Message) -> PluginRecord {
+    let h = msg.headers.as_ref();
+    let mut user_headers = Vec::new();
+    if let Some(map) = h {
+        for (name, values) in map.iter() {
+            let name: &str = name.as_ref();
+            if headers::is_reserved(name) || name.eq_ignore_ascii_case(headers::CONTENT_TYPE) {
+                continue;
+            }
+            for value in values {
+                user_headers.push((name.to_owned(), value.as_str().to_owned()));
+            }
+        }
+    }
+    PluginRecord {
+        key: header(h, headers::KEY).unwrap_or_default().to_owned(),
+        payload: msg.payload.to_vec(),
+        headers: user_headers,
+        schema: header(h, headers::SCHEMA).map(str::to_owned),
+        content_type: header(h, headers::CONTENT_TYPE).map(str::to_owned),
+        topic: None,
+    }
+}
+
+/// NATS headers cannot carry line breaks, and names cannot hold `:` or spaces.
+fn valid_header(name: &str, value: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+        && !value.bytes().any(|b| b == b'\r' || b == b'\n')
+}
+
+/// A header value safe to send: line breaks become spaces, and it is cut at 1 KiB.
+pub fn header_value(text: &str) -> String {
+    let mut value: String = text.chars().map(|c| if c == '\r' || c == '\n' { ' ' } else { c }).collect();
+    if value.len() > 1024 {
+        let mut cut = 1024;
+        while !value.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        value.truncate(cut);
+    }
+    value
+}
+
+/// Whether `topic` may be appended to a subject.
+pub fn valid_topic(topic: &str) -> bool {
+    !topic.is_empty() && topic.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}

@@ -1,0 +1,185 @@
+//! A host: the engine, the bus, the admin endpoint and the running connectors,
+//! started together and stopped in order.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::bus::Bus;
+use crate::bus::embedded::{self, EmbeddedNats};
+use crate::config::{Config, ConfigError};
+use crate::connector::Running;
+use crate::control::reconcile;
+use crate::engine::Runtime;
+use crate::observe::{Metrics, http};
+use crate::plugin::{LoadError, Plugin};
+
+/// Why a host could not start (or a reload was refused).
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The config is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A connector's plugin cannot be used.
+    #[error("{file}: connector \"{connector}\": {error}")]
+    Plugin {
+        /// The config file.
+        file: PathBuf,
+        /// The connector.
+        connector: String,
+        /// Why.
+        error: LoadError,
+    },
+    /// The embedded bus was wanted but there is no `nats-server`.
+    #[error(transparent)]
+    NoNatsServer(#[from] embedded::NotFound),
+    /// Anything else: the bus, the network, the disk.
+    #[error("{0:#}")]
+    Runtime(#[from] anyhow::Error),
+}
+
+impl HostError {
+    /// 2 for mistakes the user can fix in their config or set-up, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            HostError::Config(_) | HostError::Plugin { .. } | HostError::NoNatsServer(_) => 2,
+            HostError::Runtime(_) => 1,
+        }
+    }
+}
+
+/// A running host.
+pub struct Host {
+    runtime: Runtime,
+    bus: Bus,
+    metrics: Arc<Metrics>,
+    config: Config,
+    connectors: BTreeMap<String, Running>,
+    http_addr: SocketAddr,
+    http_task: tokio::task::JoinHandle<()>,
+    http_stop: watch::Sender<bool>,
+    // Dropped last: connectors drain into it.
+    embedded: Option<EmbeddedNats>,
+}
+
+/// Load (compile or fetch from cache) and world-check every connector's plugin,
+/// off the async runtime. Nothing is started.
+pub async fn load_plugins(runtime: &Runtime, config: &Config) -> Result<Vec<Plugin>, HostError> {
+    let runtime = runtime.clone();
+    let config = config.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let cache = config.data_dir.join("cache");
+        config
+            .connectors
+            .iter()
+            .map(|c| {
+                Plugin::load(&runtime, &c.plugin, c.kind, Some(&cache)).map_err(|error| HostError::Plugin {
+                    file: config.file.clone(),
+                    connector: c.name.clone(),
+                    error,
+                })
+            })
+            .collect()
+    });
+    task.await.map_err(|e| HostError::Runtime(e.into()))?
+}
+
+impl Host {
+    /// Check every plugin, start or connect the bus, serve `/metrics`, start
+    /// every connector. Nothing is left running if any step fails.
+    pub async fn start(config: Config) -> Result<Host, HostError> {
+        let runtime = Runtime::new()?;
+        let plugins = load_plugins(&runtime, &config).await?;
+
+        let (bus, embedded) = match &config.bus_url {
+            Some(url) => (Bus::connect(url).await?, None),
+            None => {
+                let binary = embedded::find_binary(config.nats_server.as_deref())?;
+                let server = EmbeddedNats::start(&binary, &config.data_dir.join("nats"), None)?;
+                tracing::info!(url = server.url(), "Embedded bus started.");
+                (Bus::connect(server.url()).await?, Some(server))
+            }
+        };
+
+        let metrics = Arc::new(Metrics::default());
+        let (http_stop, stopped) = watch::channel(false);
+        let (http_addr, http_task) = http::serve(&config.http, metrics.clone(), stopped).await?;
+        tracing::info!(address = %http_addr, "Serving /metrics.");
+
+        let mut host = Host {
+            runtime,
+            bus,
+            metrics,
+            config: config.clone(),
+            connectors: BTreeMap::new(),
+            http_addr,
+            http_task,
+            http_stop,
+            embedded,
+        };
+        let started = reconcile::apply(&mut host.connectors, &config, plugins, &host.bus, &host.metrics).await;
+        host.metrics.set_connectors(host.connectors.len());
+        if let Err(error) = started {
+            host.shutdown().await;
+            return Err(error.into());
+        }
+        Ok(host)
+    }
+
+    /// Move to `config`: start added connectors, stop removed ones, swap changed
+    /// ones to a new instance pool. Untouched connectors keep running. A config
+    /// that fails validation or plugin loading changes nothing.
+    pub async fn reload(&mut self, config: Config) -> Result<reconcile::Changes, HostError> {
+        if config.bus_url != self.config.bus_url || config.data_dir != self.config.data_dir || config.http != self.config.http {
+            tracing::warn!("[bus] and [host] changes take effect at the next restart.");
+        }
+        let plugins = match load_plugins(&self.runtime, &config).await {
+            Ok(plugins) => plugins,
+            Err(error) => {
+                self.metrics.reload(false);
+                return Err(error);
+            }
+        };
+        let result = reconcile::apply(&mut self.connectors, &config, plugins, &self.bus, &self.metrics).await;
+        self.metrics.set_connectors(self.connectors.len());
+        self.metrics.reload(result.is_ok());
+        self.config = config;
+        Ok(result?)
+    }
+
+    /// The address `/metrics` is served on.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The host's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The embedded bus's URL, when this host started one.
+    pub fn bus_url(&self) -> Option<&str> {
+        self.embedded.as_ref().map(EmbeddedNats::url)
+    }
+
+    /// Names of the running connectors.
+    pub fn connectors(&self) -> impl Iterator<Item = &str> {
+        self.connectors.keys().map(String::as_str)
+    }
+
+    /// Stop taking records, finish and ack in-flight ones, then stop the
+    /// admin endpoint and the embedded bus.
+    pub async fn shutdown(mut self) {
+        let running = std::mem::take(&mut self.connectors);
+        futures::future::join_all(running.into_values().map(Running::stop)).await;
+        if let Err(error) = self.bus.client.flush().await {
+            tracing::warn!(%error, "Flushing the bus connection failed.");
+        }
+        let _ = self.http_stop.send(true);
+        let _ = (&mut self.http_task).await;
+        tracing::info!("Host stopped.");
+    }
+}

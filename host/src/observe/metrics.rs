@@ -1,0 +1,133 @@
+//! Per-connector counters and the plugin call-duration histogram, in
+//! Prometheus text format.
+//!
+//! | metric | labels | meaning |
+//! |---|---|---|
+//! | `plexus_records_in_total` | connector | records taken from the bus |
+//! | `plexus_records_out_total` | connector | records published (duplicates dropped by the bus included) |
+//! | `plexus_errors_total` | connector, kind | `retryable`, `permanent`, `timeout`, `memory`, `trap`, `instantiate`, `publish` |
+//! | `plexus_dlq_total` | connector | records dead-lettered |
+//! | `plexus_plugin_call_seconds` | connector | duration of one plugin call |
+//! | `plexus_connectors` | — | connectors running |
+//! | `plexus_reloads_total` | result | config reloads applied (`ok`) or rejected (`error`) |
+
+use std::sync::atomic::AtomicI64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectorLabel {
+    connector: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    connector: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+type CallHistogram = Family<ConnectorLabel, Histogram, fn() -> Histogram>;
+
+/// All of a host's metrics.
+pub struct Metrics {
+    registry: Registry,
+    records_in: Family<ConnectorLabel, Counter>,
+    records_out: Family<ConnectorLabel, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    dlq: Family<ConnectorLabel, Counter>,
+    call_seconds: CallHistogram,
+    connectors: Gauge<i64, AtomicI64>,
+    reloads: Family<ResultLabel, Counter>,
+}
+
+fn call_histogram() -> Histogram {
+    // 10µs .. ~5s: plugin calls are microseconds when healthy, seconds when not.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(1e-5, 3.0, 13))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("plexus");
+        let m = Metrics {
+            records_in: Family::default(),
+            records_out: Family::default(),
+            errors: Family::default(),
+            dlq: Family::default(),
+            call_seconds: Family::new_with_constructor(call_histogram as fn() -> Histogram),
+            connectors: Gauge::default(),
+            reloads: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("records_in", "Records taken from the bus", m.records_in.clone());
+        registry.register("records_out", "Records published", m.records_out.clone());
+        registry.register("errors", "Failed records and plugin faults, by kind", m.errors.clone());
+        registry.register("dlq", "Records sent to the dead-letter subject", m.dlq.clone());
+        registry.register("plugin_call_seconds", "Duration of one plugin call", m.call_seconds.clone());
+        registry.register("connectors", "Connectors running", m.connectors.clone());
+        registry.register("reloads", "Configuration reloads", m.reloads.clone());
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// Count records taken from the bus.
+    pub fn record_in(&self, connector: &str) {
+        self.records_in.get_or_create(&label(connector)).inc();
+    }
+
+    /// Count records published.
+    pub fn records_out(&self, connector: &str, n: u64) {
+        self.records_out.get_or_create(&label(connector)).inc_by(n);
+    }
+
+    /// Count one error of `kind`.
+    pub fn error(&self, connector: &str, kind: &str) {
+        self.errors
+            .get_or_create(&ErrorLabels { connector: connector.to_owned(), kind: kind.to_owned() })
+            .inc();
+    }
+
+    /// Count one dead-lettered record.
+    pub fn dead_lettered(&self, connector: &str) {
+        self.dlq.get_or_create(&label(connector)).inc();
+    }
+
+    /// Observe one plugin call.
+    pub fn plugin_call(&self, connector: &str, seconds: f64) {
+        self.call_seconds.get_or_create(&label(connector)).observe(seconds);
+    }
+
+    /// Set how many connectors run.
+    pub fn set_connectors(&self, n: usize) {
+        self.connectors.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Count a reload; `ok` false when it was rejected.
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&ResultLabel { result: result.into() }).inc();
+    }
+
+    /// Everything, in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+fn label(connector: &str) -> ConnectorLabel {
+    ConnectorLabel { connector: connector.to_owned() }
+}

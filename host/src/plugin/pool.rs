@@ -1,0 +1,168 @@
+//! Warm instances of one transform connector, reused across records.
+//!
+//! Instantiation happens once per instance, never per record. An instance that
+//! traps, runs out of time or hits its memory cap is dropped (its store may be
+//! mid-call) and the next call builds a fresh one from the `InstancePre`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use crate::bindings::transform::{Transform, TransformPre};
+use crate::bindings::{PluginError, PluginRecord};
+use crate::capability::{ConnectorContext, PluginState};
+use crate::config::Limits;
+
+/// Past the deadline the epoch interrupts wasm code; this extra margin only
+/// catches a call stuck in an async host import (kv), which epochs cannot stop.
+const HOST_CALL_GRACE: Duration = Duration::from_secs(1);
+
+/// A call that did not return normally; the instance has been discarded.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct Fault {
+    /// What went wrong, for metrics.
+    pub kind: FaultKind,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+/// The kinds of [`Fault`], used as the `kind` metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// Ran past `limits.timeout`.
+    Timeout,
+    /// Tried to grow past `limits.memory`.
+    Memory,
+    /// Trapped (a panic, an out-of-bounds access, ...).
+    Trap,
+    /// Could not be instantiated.
+    Instantiate,
+}
+
+impl FaultKind {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Timeout => "timeout",
+            FaultKind::Memory => "memory",
+            FaultKind::Trap => "trap",
+            FaultKind::Instantiate => "instantiate",
+        }
+    }
+}
+
+impl std::fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+struct Warm {
+    store: Store<PluginState>,
+    bindings: Transform,
+}
+
+/// The instances of one version of one transform connector.
+pub struct TransformPool {
+    pre: TransformPre<PluginState>,
+    context: Arc<ConnectorContext>,
+    limits: Limits,
+    idle: Mutex<Vec<Warm>>,
+}
+
+impl TransformPool {
+    /// A pool that instantiates lazily; callers bound concurrency.
+    pub fn new(pre: TransformPre<PluginState>, context: Arc<ConnectorContext>, limits: Limits) -> Self {
+        TransformPool { pre, context, limits, idle: Mutex::new(Vec::new()) }
+    }
+
+    /// Build one instance now, so the first record does not pay for it and a
+    /// broken plugin is found before it is put to work.
+    pub async fn warm_up(&self) -> Result<(), Fault> {
+        let warm = self.instantiate().await?;
+        self.put_back(warm);
+        Ok(())
+    }
+
+    /// Run the plugin on one record.
+    pub async fn call(&self, record: &PluginRecord) -> Result<Result<Vec<PluginRecord>, PluginError>, Fault> {
+        let taken = self.idle.lock().map(|mut idle| idle.pop()).unwrap_or(None);
+        let mut warm = match taken {
+            Some(warm) => warm,
+            None => self.instantiate().await?,
+        };
+        self.arm(&mut warm.store);
+        let call = warm.bindings.call_transform(&mut warm.store, record);
+        match tokio::time::timeout(self.limits.timeout + HOST_CALL_GRACE, call).await {
+            Ok(Ok(result)) => {
+                self.put_back(warm);
+                Ok(result)
+            }
+            Ok(Err(error)) => Err(self.classify(&warm.store, &error)),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    fn put_back(&self, warm: Warm) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(warm);
+        }
+    }
+
+    /// Start the wall-clock budget of one call.
+    fn arm(&self, store: &mut Store<PluginState>) {
+        store.data_mut().deadline = Instant::now() + self.limits.timeout;
+        store.set_epoch_deadline(1);
+    }
+
+    async fn instantiate(&self) -> Result<Warm, Fault> {
+        let engine = self.pre.engine();
+        let mut store = Store::new(engine, PluginState::new(self.context.clone(), self.limits.memory));
+        store.limiter(|state| &mut state.memory);
+        // At every epoch tick: yield to the scheduler so one busy plugin cannot
+        // starve the others, and interrupt once the call's deadline has passed.
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        self.arm(&mut store);
+        match tokio::time::timeout(self.limits.timeout + HOST_CALL_GRACE, self.pre.instantiate_async(&mut store)).await {
+            Ok(Ok(bindings)) => Ok(Warm { store, bindings }),
+            Ok(Err(error)) => {
+                let mut fault = self.classify(&store, &error);
+                if fault.kind == FaultKind::Trap {
+                    fault.kind = FaultKind::Instantiate;
+                }
+                Err(fault)
+            }
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    fn timed_out(&self) -> Fault {
+        Fault {
+            kind: FaultKind::Timeout,
+            message: format!("call exceeded limits.timeout of {}", humantime::format_duration(self.limits.timeout)),
+        }
+    }
+
+    fn classify(&self, store: &Store<PluginState>, error: &wasmtime::Error) -> Fault {
+        if store.data().memory.hit {
+            return Fault { kind: FaultKind::Memory, message: format!("{error}") };
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => self.timed_out(),
+            Some(Trap::UnreachableCodeReached) => Fault {
+                kind: FaultKind::Trap,
+                message: "the plugin panicked (wasm `unreachable` executed)".into(),
+            },
+            Some(trap) => Fault { kind: FaultKind::Trap, message: format!("wasm trap: {trap}") },
+            None => Fault { kind: FaultKind::Trap, message: format!("{error:#}") },
+        }
+    }
+}
