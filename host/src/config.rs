@@ -176,8 +176,9 @@ struct RawConfig {
     bus: RawBus,
     #[serde(default)]
     host: RawHost,
+    /// Deserialized one by one, so an error can name its connector.
     #[serde(default, rename = "connector")]
-    connectors: Vec<RawConnector>,
+    connectors: Vec<toml::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -266,7 +267,9 @@ impl Config {
         }
 
         let mut connectors = Vec::with_capacity(raw.connectors.len());
-        for c in raw.connectors {
+        for (i, value) in raw.connectors.into_iter().enumerate() {
+            let label = value.get("name").and_then(toml::Value::as_str).map_or_else(|| format!("#{}", i + 1), str::to_owned);
+            let c = RawConnector::deserialize(value).map_err(|e| err(Some(&label), e.message().to_owned()))?;
             let spec = validate_connector(c, &resolve).map_err(|(name, reason)| err(Some(&name), reason))?;
             if connectors.iter().any(|other: &ConnectorSpec| other.name == spec.name) {
                 return Err(err(Some(&spec.name), "the name is used by another connector".into()));

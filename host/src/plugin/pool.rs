@@ -101,7 +101,7 @@ impl TransformPool {
                 Ok(result)
             }
             Ok(Err(error)) => Err(self.classify(&warm.store, &error)),
-            Err(_) => Err(self.timed_out()),
+            Err(_) => Err(self.stuck()),
         }
     }
 
@@ -140,29 +140,39 @@ impl TransformPool {
                 }
                 Err(fault)
             }
-            Err(_) => Err(self.timed_out()),
+            Err(_) => Err(self.stuck()),
         }
     }
 
-    fn timed_out(&self) -> Fault {
+    /// The epoch callback interrupted wasm code at the deadline.
+    fn interrupted(&self) -> Fault {
         Fault {
             kind: FaultKind::Timeout,
-            message: format!("call exceeded limits.timeout of {}", humantime::format_duration(self.limits.timeout)),
+            message: format!("interrupted at limits.timeout of {}", humantime::format_duration(self.limits.timeout)),
+        }
+    }
+
+    /// The call overran its deadline inside a host import, where epochs do not reach.
+    fn stuck(&self) -> Fault {
+        Fault {
+            kind: FaultKind::Timeout,
+            message: format!("stuck in a host call past limits.timeout of {}", humantime::format_duration(self.limits.timeout)),
         }
     }
 
     fn classify(&self, store: &Store<PluginState>, error: &wasmtime::Error) -> Fault {
         if store.data().memory.hit {
-            return Fault { kind: FaultKind::Memory, message: format!("{error}") };
+            return Fault { kind: FaultKind::Memory, message: error.root_cause().to_string() };
         }
         match error.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => self.timed_out(),
+            Some(Trap::Interrupt) => self.interrupted(),
             Some(Trap::UnreachableCodeReached) => Fault {
                 kind: FaultKind::Trap,
                 message: "the plugin panicked (wasm `unreachable` executed)".into(),
             },
             Some(trap) => Fault { kind: FaultKind::Trap, message: format!("wasm trap: {trap}") },
-            None => Fault { kind: FaultKind::Trap, message: format!("{error:#}") },
+            // The root cause, without the wasm backtrace wrapped around it.
+            None => Fault { kind: FaultKind::Trap, message: error.root_cause().to_string() },
         }
     }
 }

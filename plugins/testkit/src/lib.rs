@@ -3,7 +3,7 @@
 //!
 //! | mode | does |
 //! |---|---|
-//! | `echo` (default) | outputs the input unchanged; `copies = "N"` outputs N records (topic-less, numbered in `Copy` header) |
+//! | `echo` (default) | outputs the input unchanged; `copies = "N"` outputs N records (numbered in a `Copy` header); `delay_ms = "N"` sleeps first |
 //! | `fail` | always fails: `retryable = "true"` for a retryable error, else permanent |
 //! | `fail-every-nth` | fails permanently when the record key, read as a number, is a multiple of `n` |
 //! | `loop` | never returns (an infinite loop) |
@@ -58,6 +58,9 @@ impl Transform for Testkit {
 }
 
 fn echo(input: Record) -> Result<Vec<Record>, Error> {
+    if let Some(ms) = config::get("delay_ms").and_then(|n| n.parse().ok()) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
     let copies: usize = config::get("copies").and_then(|n| n.parse().ok()).unwrap_or(1);
     if copies == 1 {
         return Ok(vec![tagged(input)]);

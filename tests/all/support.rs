@@ -1,0 +1,288 @@
+//! Test support: a real `nats-server` per test, real plugins built for
+//! wasm32-wasip2, hosts in-process or as the `plexus` binary.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt as _;
+use plexus_host::bus::embedded::EmbeddedNats;
+use plexus_host::config::Config;
+use plexus_host::host::Host;
+
+/// Generous bound for things that should take a second or two; only a hang hits it.
+pub const PATIENCE: Duration = Duration::from_secs(90);
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_owned()
+}
+
+/// The `nats-server` the project's set-up installed (`just setup`), or one on PATH.
+pub fn nats_server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("PLEXUS_NATS_SERVER") {
+        return PathBuf::from(path);
+    }
+    let local = repo_root().join(".tools/bin/nats-server");
+    if local.is_file() {
+        return local;
+    }
+    plexus_host::bus::embedded::find_binary(None)
+        .unwrap_or_else(|_| panic!("nats-server not found: run `just setup` (installs it into .tools/bin)"))
+}
+
+/// Build the plugins workspace once per test run and return the path of `name`'s component.
+pub fn plugin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "--quiet", "--manifest-path"])
+            .arg(repo_root().join("plugins/Cargo.toml"))
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTFLAGS")
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the plugins failed (is the wasm32-wasip2 target installed? `just setup`)");
+    });
+    let path = repo_root().join(format!("plugins/target/wasm32-wasip2/release/{}.wasm", name.replace('-', "_")));
+    assert!(path.is_file(), "plugin {name} was not built at {}", path.display());
+    path
+}
+
+/// A test's own bus: a fresh `nats-server` on a free port with its own store.
+pub struct TestBus {
+    pub server: EmbeddedNats,
+    pub dir: tempfile::TempDir,
+    pub js: jetstream::Context,
+}
+
+impl TestBus {
+    pub async fn start() -> TestBus {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = EmbeddedNats::start(&nats_server_binary(), &dir.path().join("nats"), None).expect("nats-server starts");
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        let js = jetstream::new(client.clone());
+        TestBus { server, dir, js }
+    }
+
+    pub fn url(&self) -> &str {
+        self.server.url()
+    }
+
+    /// Create a stream capturing `subject` (as an upstream system would).
+    pub async fn stream(&self, name: &str, subject: &str) {
+        self.js
+            .get_or_create_stream(stream::Config {
+                name: name.into(),
+                subjects: vec![subject.into()],
+                ..Default::default()
+            })
+            .await
+            .expect("stream");
+    }
+
+    /// Publish records `range` to `subject`, each with `Nats-Msg-Id: in-<i>` and
+    /// key `<i>`, waiting for every ack.
+    pub async fn publish_range(&self, subject: &str, range: std::ops::Range<usize>, payload: impl Fn(usize) -> String) {
+        let mut acks = Vec::new();
+        for i in range {
+            let mut h = HeaderMap::new();
+            h.insert("Nats-Msg-Id", format!("in-{i}").as_str());
+            h.insert("Plexus-Key", i.to_string().as_str());
+            acks.push(self.js.publish_with_headers(subject.to_owned(), h, payload(i).into()).await.expect("publish"));
+            if acks.len() >= 512 {
+                for ack in acks.drain(..) {
+                    ack.await.expect("ack");
+                }
+            }
+        }
+        for ack in acks {
+            ack.await.expect("ack");
+        }
+    }
+
+    /// Number of messages stored for `subject` (0 if no stream captures it yet).
+    pub async fn count(&self, subject: &str) -> u64 {
+        let Ok(name) = self.js.stream_by_subject(subject).await else { return 0 };
+        let stream = self.js.get_stream(name).await.expect("stream");
+        let mut per_subject = stream.info_with_subjects(subject).await.expect("subjects");
+        let mut n = 0;
+        while let Some(Ok((_, count))) = per_subject.next().await {
+            n += count as u64;
+        }
+        n
+    }
+
+    /// Wait until `subject` holds at least `n` messages.
+    pub async fn wait_for_count(&self, subject: &str, n: u64) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let have = self.count(subject).await;
+            if have >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{subject} has {have} of {n} messages after {PATIENCE:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Wait until connector `name` has nothing pending and nothing unacknowledged.
+    pub async fn wait_drained(&self, from: &str, name: &str) {
+        let stream = self.js.stream_by_subject(from).await.expect("input stream");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let consumer: Result<consumer::PullConsumer, _> = self
+                .js
+                .get_consumer_from_stream(format!("plexus-{name}"), stream.clone())
+                .await;
+            if let Ok(mut consumer) = consumer {
+                let info = consumer.info().await.expect("consumer info");
+                if info.num_pending == 0 && info.num_ack_pending == 0 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "connector {name} did not drain within {PATIENCE:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every message stored under `subject`, in stream order.
+    pub async fn messages(&self, subject: &str) -> Vec<async_nats::jetstream::Message> {
+        let expected = self.count(subject).await as usize;
+        let name = self.js.stream_by_subject(subject).await.expect("stream");
+        let stream = self.js.get_stream(name).await.expect("stream");
+        let reader = stream
+            .create_consumer(consumer::pull::Config {
+                filter_subject: subject.to_owned(),
+                ack_policy: consumer::AckPolicy::None,
+                ..Default::default()
+            })
+            .await
+            .expect("reader");
+        let mut out = Vec::with_capacity(expected);
+        while out.len() < expected {
+            let mut batch = reader
+                .fetch()
+                .max_messages(expected - out.len())
+                .messages()
+                .await
+                .expect("fetch");
+            while let Some(msg) = batch.next().await {
+                out.push(msg.expect("message"));
+            }
+        }
+        out
+    }
+}
+
+pub fn header(msg: &async_nats::Message, name: &str) -> Option<String> {
+    msg.headers.as_ref()?.get(name).map(|v| v.as_str().to_owned())
+}
+
+/// A config file in `dir` for a host on `bus`, with `connectors` appended.
+pub fn write_config(dir: &Path, bus_url: Option<&str>, connectors: &str) -> PathBuf {
+    let bus = bus_url.map(|u| format!("[bus]\nurl = \"{u}\"\n\n")).unwrap_or_default();
+    let text = format!(
+        "{bus}[host]\ndata_dir = \"{}\"\nhttp = \"127.0.0.1:0\"\n\n{connectors}",
+        dir.join("data").display()
+    );
+    let file = dir.join("plexus.toml");
+    std::fs::write(&file, text).expect("write config");
+    file
+}
+
+/// A transform connector block using the testkit plugin.
+pub fn testkit(name: &str, from: &str, to: &str, extra: &str) -> String {
+    format!(
+        "[[connector]]\nname = \"{name}\"\nkind = \"transform\"\nplugin = \"{}\"\nfrom = \"{from}\"\nto = \"{to}\"\n{extra}\n",
+        plugin("testkit").display()
+    )
+}
+
+pub async fn start_host(file: &Path) -> Host {
+    Host::start(Config::load(file).expect("valid config")).await.expect("host starts")
+}
+
+/// Fetch `/metrics` from a host's admin endpoint.
+pub fn scrape(addr: std::net::SocketAddr) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to admin endpoint");
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    assert!(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
+/// The value of one sample, e.g. `plexus_dlq_total{connector="x"}`.
+pub fn metric(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The `plexus` binary as a child process, stdout read line by line.
+pub struct HostProcess {
+    pub child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub stderr_file: PathBuf,
+}
+
+impl HostProcess {
+    pub fn spawn(args: &[&str], dir: &Path) -> HostProcess {
+        let stderr_file = dir.join(format!("plexus-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_plexus"))
+            .args(args)
+            .env("PLEXUS_NATS_SERVER", nats_server_binary())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_file).expect("log file"))
+            .spawn()
+            .expect("plexus starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        HostProcess { child, lines, stderr_file }
+    }
+
+    /// Wait for a stdout line starting with `prefix` and return it.
+    pub fn wait_line(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "no line starting with {prefix:?} from plexus; its log:\n{}",
+                    std::fs::read_to_string(&self.stderr_file).unwrap_or_default()
+                ),
+            }
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status().expect("kill");
+        assert!(status.success());
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
