@@ -54,4 +54,6 @@ pub(crate) mod sink {
     });
 }
 
-pub(crate) use transform::plexus::connector::types::{Error as PluginError, Record as PluginRecord};
+pub(crate) use transform::plexus::connector::types::{
+    Error as PluginError, Record as PluginRecord,
+};

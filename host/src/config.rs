@@ -165,7 +165,11 @@ impl Delivery {
     /// The delay before redelivering a record that has been delivered `deliveries` times.
     pub fn backoff_after(&self, deliveries: u32) -> Duration {
         let i = (deliveries.max(1) - 1) as usize;
-        self.backoff.get(i).or(self.backoff.last()).copied().unwrap_or(Duration::from_secs(1))
+        self.backoff
+            .get(i)
+            .or(self.backoff.last())
+            .copied()
+            .unwrap_or(Duration::from_secs(1))
     }
 }
 
@@ -252,27 +256,51 @@ impl Config {
             connector: connector.map(str::to_owned),
             reason,
         };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| err(None, e.to_string().trim_end().to_owned()))?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| err(None, e.to_string().trim_end().to_owned()))?;
         let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        let resolve = |p: &Path| if p.is_absolute() { p.to_owned() } else { base.join(p) };
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            }
+        };
 
         let http = raw.host.http.unwrap_or_else(|| "127.0.0.1:7700".into());
         if http.parse::<std::net::SocketAddr>().is_err() {
-            return Err(err(None, format!("[host].http {http:?} is not an address like 127.0.0.1:7700")));
+            return Err(err(
+                None,
+                format!("[host].http {http:?} is not an address like 127.0.0.1:7700"),
+            ));
         }
-        if let Some(url) = &raw.bus.url {
-            if !(url.starts_with("nats://") || url.starts_with("tls://") || !url.contains("://")) {
-                return Err(err(None, format!("[bus].url {url:?} must be a nats:// or tls:// URL")));
-            }
+        if let Some(url) = raw.bus.url.as_deref().filter(|u| u.contains("://"))
+            && !(url.starts_with("nats://") || url.starts_with("tls://"))
+        {
+            return Err(err(
+                None,
+                format!("[bus].url {url:?} must be a nats:// or tls:// URL"),
+            ));
         }
 
         let mut connectors = Vec::with_capacity(raw.connectors.len());
         for (i, value) in raw.connectors.into_iter().enumerate() {
-            let label = value.get("name").and_then(toml::Value::as_str).map_or_else(|| format!("#{}", i + 1), str::to_owned);
-            let c = RawConnector::deserialize(value).map_err(|e| err(Some(&label), e.message().to_owned()))?;
-            let spec = validate_connector(c, &resolve).map_err(|(name, reason)| err(Some(&name), reason))?;
-            if connectors.iter().any(|other: &ConnectorSpec| other.name == spec.name) {
-                return Err(err(Some(&spec.name), "the name is used by another connector".into()));
+            let label = value
+                .get("name")
+                .and_then(toml::Value::as_str)
+                .map_or_else(|| format!("#{}", i + 1), str::to_owned);
+            let c = RawConnector::deserialize(value)
+                .map_err(|e| err(Some(&label), e.message().to_owned()))?;
+            let spec = validate_connector(c, &resolve)
+                .map_err(|(name, reason)| err(Some(&name), reason))?;
+            if connectors
+                .iter()
+                .any(|other: &ConnectorSpec| other.name == spec.name)
+            {
+                return Err(err(
+                    Some(&spec.name),
+                    "the name is used by another connector".into(),
+                ));
             }
             connectors.push(spec);
         }
@@ -288,10 +316,17 @@ impl Config {
     }
 }
 
-fn validate_connector(c: RawConnector, resolve: &dyn Fn(&Path) -> PathBuf) -> Result<ConnectorSpec, (String, String)> {
+fn validate_connector(
+    c: RawConnector,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<ConnectorSpec, (String, String)> {
     let name = c.name.clone();
     let fail = |reason: String| (name.clone(), reason);
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         return Err(fail("name must be one or more of [a-z0-9-]".into()));
     }
 
@@ -299,16 +334,22 @@ fn validate_connector(c: RawConnector, resolve: &dyn Fn(&Path) -> PathBuf) -> Re
     match std::fs::metadata(&plugin) {
         Ok(m) if m.is_file() => {}
         Ok(_) => return Err(fail(format!("plugin {} is not a file", plugin.display()))),
-        Err(e) => return Err(fail(format!("plugin {} cannot be read: {e}", plugin.display()))),
+        Err(e) => {
+            return Err(fail(format!(
+                "plugin {} cannot be read: {e}",
+                plugin.display()
+            )));
+        }
     }
 
-    let needs = |field: &str, value: &Option<String>, wanted: bool| -> Result<(), (String, String)> {
-        match (value, wanted) {
-            (None, true) => Err(fail(format!("a {} needs `{field}`", c.kind))),
-            (Some(_), false) => Err(fail(format!("a {} does not take `{field}`", c.kind))),
-            _ => Ok(()),
-        }
-    };
+    let needs =
+        |field: &str, value: &Option<String>, wanted: bool| -> Result<(), (String, String)> {
+            match (value, wanted) {
+                (None, true) => Err(fail(format!("a {} needs `{field}`", c.kind))),
+                (Some(_), false) => Err(fail(format!("a {} does not take `{field}`", c.kind))),
+                _ => Ok(()),
+            }
+        };
     match c.kind {
         Kind::Transform => {
             needs("from", &c.from, true)?;
@@ -326,7 +367,9 @@ fn validate_connector(c: RawConnector, resolve: &dyn Fn(&Path) -> PathBuf) -> Re
             needs("from", &c.from, false)?;
             needs("to", &c.to, true)?;
             if c.schedule.is_some() == c.listen.is_some() {
-                return Err(fail("a source needs exactly one of `schedule` or `listen`".into()));
+                return Err(fail(
+                    "a source needs exactly one of `schedule` or `listen`".into(),
+                ));
             }
         }
     }
@@ -335,31 +378,47 @@ fn validate_connector(c: RawConnector, resolve: &dyn Fn(&Path) -> PathBuf) -> Re
     }
     if let Some(to) = &c.to {
         check_subject(to, false).map_err(|e| fail(format!("to {to:?}: {e}")))?;
-        if c.from.as_deref().is_some_and(|from| subject_matches(from, to)) {
-            return Err(fail(format!("to {to:?} is matched by from {:?}: the connector would consume its own output", c.from.as_deref().unwrap_or_default())));
+        if c.from
+            .as_deref()
+            .is_some_and(|from| subject_matches(from, to))
+        {
+            return Err(fail(format!(
+                "to {to:?} is matched by from {:?}: the connector would consume its own output",
+                c.from.as_deref().unwrap_or_default()
+            )));
         }
     }
     for schema in &c.emits {
-        let ok = schema.split_once('/').is_some_and(|(n, v)| !n.is_empty() && v.parse::<u32>().is_ok());
+        let ok = schema
+            .split_once('/')
+            .is_some_and(|(n, v)| !n.is_empty() && v.parse::<u32>().is_ok());
         if !ok {
-            return Err(fail(format!("emits {schema:?} is not a schema id like \"purchase-order/1\"")));
+            return Err(fail(format!(
+                "emits {schema:?} is not a schema id like \"purchase-order/1\""
+            )));
         }
     }
     for file in &c.grants.files {
         if !(file.ends_with(":ro") || file.ends_with(":rw")) {
-            return Err(fail(format!("grants.files {file:?} must end in :ro or :rw")));
+            return Err(fail(format!(
+                "grants.files {file:?} must end in :ro or :rw"
+            )));
         }
     }
     for origin in &c.grants.http {
         if !(origin.starts_with("http://") || origin.starts_with("https://")) {
-            return Err(fail(format!("grants.http {origin:?} must be scheme://host[:port]")));
+            return Err(fail(format!(
+                "grants.http {origin:?} must be scheme://host[:port]"
+            )));
         }
     }
 
     let limits = Limits {
         memory: match c.limits.memory.as_deref() {
             None => 64 << 20,
-            Some(text) => parse_bytes(text).map_err(|e| fail(format!("limits.memory {text:?}: {e}")))?,
+            Some(text) => {
+                parse_bytes(text).map_err(|e| fail(format!("limits.memory {text:?}: {e}")))?
+            }
         },
         timeout: duration(c.limits.timeout.as_deref(), "2s", "limits.timeout").map_err(fail)?,
         concurrency: c.limits.concurrency.unwrap_or(4),
@@ -368,11 +427,18 @@ fn validate_connector(c: RawConnector, resolve: &dyn Fn(&Path) -> PathBuf) -> Re
         return Err(fail("limits.memory must be at least 1MiB".into()));
     }
     if !(1..=256).contains(&limits.concurrency) {
-        return Err(fail(format!("limits.concurrency {} must be between 1 and 256", limits.concurrency)));
+        return Err(fail(format!(
+            "limits.concurrency {} must be between 1 and 256",
+            limits.concurrency
+        )));
     }
 
     let backoff = match c.delivery.backoff {
-        None => vec![Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(30)],
+        None => vec![
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+            Duration::from_secs(30),
+        ],
         Some(steps) => steps
             .iter()
             .map(|s| duration(Some(s), "", "delivery.backoff"))
@@ -394,7 +460,8 @@ fn validate_connector(c: RawConnector, resolve: &dyn Fn(&Path) -> PathBuf) -> Re
     let delivery = Delivery {
         max_deliver,
         backoff,
-        ack_wait: duration(c.delivery.ack_wait.as_deref(), "30s", "delivery.ack_wait").map_err(fail)?,
+        ack_wait: duration(c.delivery.ack_wait.as_deref(), "30s", "delivery.ack_wait")
+            .map_err(fail)?,
         dlq,
     };
     if delivery.ack_wait <= limits.timeout {
@@ -426,16 +493,22 @@ fn duration(text: Option<&str>, default: &str, key: &str) -> Result<Duration, St
     match humantime::parse_duration(text) {
         Ok(d) if !d.is_zero() => Ok(d),
         Ok(_) => Err(format!("{key} {text:?} must be longer than zero")),
-        Err(e) => Err(format!("{key} {text:?} is not a duration like \"2s\" or \"500ms\": {e}")),
+        Err(e) => Err(format!(
+            "{key} {text:?} is not a duration like \"2s\" or \"500ms\": {e}"
+        )),
     }
 }
 
 /// Parse `64MiB`, `512KiB`, `1GiB`, `1048576` (bytes). Decimal `MB` means 10^6.
 pub fn parse_bytes(text: &str) -> Result<usize, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: usize = number.parse().map_err(|_| "expected a number with a unit like 64MiB".to_string())?;
+    let number: usize = number
+        .parse()
+        .map_err(|_| "expected a number with a unit like 64MiB".to_string())?;
     let scale: usize = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
@@ -446,7 +519,9 @@ pub fn parse_bytes(text: &str) -> Result<usize, String> {
         "GB" => 1_000_000_000,
         other => return Err(format!("unknown unit {other:?} (use KiB, MiB or GiB)")),
     };
-    number.checked_mul(scale).ok_or_else(|| "too large".to_string())
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| "too large".to_string())
 }
 
 /// Check a NATS subject; wildcards only where the subject is a filter.

@@ -40,17 +40,22 @@ impl Runtime {
         let engine = Engine::new(&config)?;
 
         let weak = engine.weak();
-        std::thread::Builder::new().name("plexus-epoch".into()).spawn(move || {
-            // Stops by itself once the last clone of the engine is dropped.
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })?;
+        std::thread::Builder::new()
+            .name("plexus-epoch".into())
+            .spawn(move || {
+                // Stops by itself once the last clone of the engine is dropped.
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
 
         let mut linker = Linker::new(&engine);
         capability::add_to_linker(&mut linker)?;
-        Ok(Runtime { engine, linker: Arc::new(linker) })
+        Ok(Runtime {
+            engine,
+            linker: Arc::new(linker),
+        })
     }
 }

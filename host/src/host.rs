@@ -76,10 +76,12 @@ pub async fn load_plugins(runtime: &Runtime, config: &Config) -> Result<Vec<Plug
             .connectors
             .iter()
             .map(|c| {
-                Plugin::load(&runtime, &c.plugin, c.kind, Some(&cache)).map_err(|error| HostError::Plugin {
-                    file: config.file.clone(),
-                    connector: c.name.clone(),
-                    error,
+                Plugin::load(&runtime, &c.plugin, c.kind, Some(&cache)).map_err(|error| {
+                    HostError::Plugin {
+                        file: config.file.clone(),
+                        connector: c.name.clone(),
+                        error,
+                    }
                 })
             })
             .collect()
@@ -120,7 +122,14 @@ impl Host {
             http_stop,
             embedded,
         };
-        let started = reconcile::apply(&mut host.connectors, &config, plugins, &host.bus, &host.metrics).await;
+        let started = reconcile::apply(
+            &mut host.connectors,
+            &config,
+            plugins,
+            &host.bus,
+            &host.metrics,
+        )
+        .await;
         host.metrics.set_connectors(host.connectors.len());
         if let Err(error) = started {
             host.shutdown().await;
@@ -133,7 +142,10 @@ impl Host {
     /// ones to a new instance pool. Untouched connectors keep running. A config
     /// that fails validation or plugin loading changes nothing.
     pub async fn reload(&mut self, config: Config) -> Result<reconcile::Changes, HostError> {
-        if config.bus_url != self.config.bus_url || config.data_dir != self.config.data_dir || config.http != self.config.http {
+        if config.bus_url != self.config.bus_url
+            || config.data_dir != self.config.data_dir
+            || config.http != self.config.http
+        {
             tracing::warn!("[bus] and [host] changes take effect at the next restart.");
         }
         let plugins = match load_plugins(&self.runtime, &config).await {
@@ -143,7 +155,14 @@ impl Host {
                 return Err(error);
             }
         };
-        let result = reconcile::apply(&mut self.connectors, &config, plugins, &self.bus, &self.metrics).await;
+        let result = reconcile::apply(
+            &mut self.connectors,
+            &config,
+            plugins,
+            &self.bus,
+            &self.metrics,
+        )
+        .await;
         self.metrics.set_connectors(self.connectors.len());
         self.metrics.reload(result.is_ok());
         self.config = config;

@@ -43,6 +43,7 @@ pub use wit_bindgen;
 /// Generated bindings for the `plexus:connector` worlds. Use the re-exports at the
 /// crate root instead; this module is public only for the export macros.
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
 pub mod wit {
     /// Host imports every world shares: log, config, kv.
     pub mod host {
@@ -133,7 +134,9 @@ pub trait Source {
     /// The default refuses, for sources that only poll.
     fn decode(input: Vec<u8>) -> Result<Vec<Record>, Error> {
         let _ = input;
-        Err(Error::Permanent("this source does not decode inbound messages".into()))
+        Err(Error::Permanent(
+            "this source does not decode inbound messages".into(),
+        ))
     }
 }
 
@@ -164,14 +167,19 @@ macro_rules! export_source {
     ($plugin:ident) => {
         const _: () = {
             impl $crate::wit::source::Guest for $plugin {
-                fn poll(cursor: ::core::option::Option<::std::string::String>) -> ::core::result::Result<$crate::PollResult, $crate::Error> {
+                fn poll(
+                    cursor: ::core::option::Option<::std::string::String>,
+                ) -> ::core::result::Result<$crate::PollResult, $crate::Error> {
                     <$plugin as $crate::Source>::poll(cursor)
                 }
-                fn decode(input: ::std::vec::Vec<u8>) -> ::core::result::Result<::std::vec::Vec<$crate::Record>, $crate::Error> {
+                fn decode(
+                    input: ::std::vec::Vec<u8>,
+                ) -> ::core::result::Result<::std::vec::Vec<$crate::Record>, $crate::Error>
+                {
                     <$plugin as $crate::Source>::decode(input)
                 }
             }
-            $crate::wit::source::export_source_world!($plugin with_types_in $crate::wit::source);
+    $crate::wit::source::export_source_world!($plugin with_types_in $crate::wit::source);
         };
     };
 }
@@ -182,11 +190,13 @@ macro_rules! export_sink {
     ($plugin:ident) => {
         const _: () = {
             impl $crate::wit::sink::Guest for $plugin {
-                fn deliver(deliveries: ::std::vec::Vec<$crate::Delivery>) -> ::std::vec::Vec<$crate::Outcome> {
+                fn deliver(
+                    deliveries: ::std::vec::Vec<$crate::Delivery>,
+                ) -> ::std::vec::Vec<$crate::Outcome> {
                     <$plugin as $crate::Sink>::deliver(deliveries)
                 }
             }
-            $crate::wit::sink::export_sink_world!($plugin with_types_in $crate::wit::sink);
+    $crate::wit::sink::export_sink_world!($plugin with_types_in $crate::wit::sink);
         };
     };
 }

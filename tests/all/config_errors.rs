@@ -14,9 +14,19 @@ fn refuse(command: &str, connector: &str) -> String {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "exit code for:\n{connector}\nstderr: {stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{stderr}");
-    assert!(stderr.starts_with(&format!("error: {}: ", file.display())), "names the file: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "exit code for:\n{connector}\nstderr: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.starts_with(&format!("error: {}: ", file.display())),
+        "names the file: {stderr}"
+    );
     stderr
 }
 
@@ -27,17 +37,29 @@ fn echo_with(extra: &str) -> String {
 #[test]
 fn unknown_keys_are_refused() {
     let err = refuse("check", &echo_with("colour = \"red\""));
-    assert!(err.contains("connector \"orders\": unknown field `colour`"), "{err}");
+    assert!(
+        err.contains("connector \"orders\": unknown field `colour`"),
+        "{err}"
+    );
     let err = refuse("check", &echo_with("[connector.limits]\nmemroy = \"1GiB\""));
-    assert!(err.contains("connector \"orders\": unknown field `memroy`"), "{err}");
+    assert!(
+        err.contains("connector \"orders\": unknown field `memroy`"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_subjects_are_refused() {
     let err = refuse("check", &testkit("orders", "in..orders", "out.orders", ""));
-    assert!(err.contains("connector \"orders\": from \"in..orders\": empty token"), "{err}");
+    assert!(
+        err.contains("connector \"orders\": from \"in..orders\": empty token"),
+        "{err}"
+    );
     let err = refuse("check", &testkit("orders", "in.orders", "out.*", ""));
-    assert!(err.contains("connector \"orders\": to \"out.*\": wildcards are only allowed in `from`"), "{err}");
+    assert!(
+        err.contains("connector \"orders\": to \"out.*\": wildcards are only allowed in `from`"),
+        "{err}"
+    );
     let err = refuse("check", &testkit("orders", "orders.>", "orders.clean", ""));
     assert!(err.contains("would consume its own output"), "{err}");
 }
@@ -46,7 +68,11 @@ fn bad_subjects_are_refused() {
 fn missing_plugins_are_refused() {
     let connector = "[[connector]]\nname = \"orders\"\nkind = \"transform\"\nplugin = \"nowhere/orders.wasm\"\nfrom = \"a\"\nto = \"b\"\n";
     let err = refuse("check", connector);
-    assert!(err.contains("connector \"orders\": plugin ") && err.contains("nowhere/orders.wasm cannot be read"), "{err}");
+    assert!(
+        err.contains("connector \"orders\": plugin ")
+            && err.contains("nowhere/orders.wasm cannot be read"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -56,8 +82,14 @@ fn a_plugin_of_the_wrong_world_is_refused() {
         plugin("testkit").display()
     );
     let err = refuse("check", &connector);
-    assert!(err.contains("connector \"orders\": plugin") && err.contains("is not a source plugin"), "{err}");
-    assert!(err.contains("it exports: ") && err.contains("transform"), "says what it does export: {err}");
+    assert!(
+        err.contains("connector \"orders\": plugin") && err.contains("is not a source plugin"),
+        "{err}"
+    );
+    assert!(
+        err.contains("it exports: ") && err.contains("transform"),
+        "says what it does export: {err}"
+    );
 }
 
 #[test]
@@ -65,45 +97,91 @@ fn a_file_that_is_not_a_component_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let fake = dir.path().join("fake.wasm");
     std::fs::write(&fake, "not wasm").unwrap();
-    let connector = format!("[[connector]]\nname = \"orders\"\nkind = \"transform\"\nplugin = \"{}\"\nfrom = \"a\"\nto = \"b\"\n", fake.display());
+    let connector = format!(
+        "[[connector]]\nname = \"orders\"\nkind = \"transform\"\nplugin = \"{}\"\nfrom = \"a\"\nto = \"b\"\n",
+        fake.display()
+    );
     let err = refuse("check", &connector);
-    assert!(err.contains("not a loadable WebAssembly component"), "{err}");
+    assert!(
+        err.contains("not a loadable WebAssembly component"),
+        "{err}"
+    );
 }
 
 #[test]
 fn more_backoff_steps_than_deliveries_is_refused() {
-    let err = refuse("check", &echo_with("[connector.delivery]\nmax_deliver = 2\nbackoff = [\"1s\", \"5s\", \"30s\"]"));
-    assert!(err.contains("connector \"orders\": delivery.max_deliver (2) is less than the 3 backoff steps"), "{err}");
+    let err = refuse(
+        "check",
+        &echo_with("[connector.delivery]\nmax_deliver = 2\nbackoff = [\"1s\", \"5s\", \"30s\"]"),
+    );
+    assert!(
+        err.contains(
+            "connector \"orders\": delivery.max_deliver (2) is less than the 3 backoff steps"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_limits_are_refused() {
-    let err = refuse("check", &echo_with("[connector.limits]\nmemory = \"64 parsecs\""));
-    assert!(err.contains("limits.memory \"64 parsecs\": unknown unit"), "{err}");
-    let err = refuse("check", &echo_with("[connector.limits]\ntimeout = \"soon\""));
-    assert!(err.contains("limits.timeout \"soon\" is not a duration"), "{err}");
+    let err = refuse(
+        "check",
+        &echo_with("[connector.limits]\nmemory = \"64 parsecs\""),
+    );
+    assert!(
+        err.contains("limits.memory \"64 parsecs\": unknown unit"),
+        "{err}"
+    );
+    let err = refuse(
+        "check",
+        &echo_with("[connector.limits]\ntimeout = \"soon\""),
+    );
+    assert!(
+        err.contains("limits.timeout \"soon\" is not a duration"),
+        "{err}"
+    );
 }
 
 #[test]
 fn duplicate_names_are_refused() {
-    let twice = [echo_with(""), testkit("orders", "in.other", "out.other", "")].concat();
+    let twice = [
+        echo_with(""),
+        testkit("orders", "in.other", "out.other", ""),
+    ]
+    .concat();
     let err = refuse("check", &twice);
-    assert!(err.contains("connector \"orders\": the name is used by another connector"), "{err}");
+    assert!(
+        err.contains("connector \"orders\": the name is used by another connector"),
+        "{err}"
+    );
 }
 
 #[test]
 fn up_refuses_a_bad_config_before_starting_anything() {
     let err = refuse("up", &echo_with("[connector.delivery]\nmax_deliver = 0"));
-    assert!(err.contains("delivery.max_deliver must be at least 1"), "{err}");
+    assert!(
+        err.contains("delivery.max_deliver must be at least 1"),
+        "{err}"
+    );
 }
 
 #[test]
 fn check_accepts_a_good_config_and_lists_connectors() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_config(dir.path(), None, &echo_with(""));
-    let out = Command::new(env!("CARGO_BIN_EXE_plexus")).args(["check", "-c", file.to_str().unwrap()]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_plexus"))
+        .args(["check", "-c", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("ok, 1 connector(s)") && stdout.contains("orders (transform, plugin"), "{stdout}");
+    assert!(
+        stdout.contains("ok, 1 connector(s)") && stdout.contains("orders (transform, plugin"),
+        "{stdout}"
+    );
     assert!(stdout.contains("in.orders -> out.orders"), "{stdout}");
 }

@@ -9,8 +9,10 @@ async fn an_infinite_loop_is_interrupted_and_neighbours_keep_flowing() {
     let bus = TestBus::start().await;
     bus.stream("SPIN", "in.spin").await;
     bus.stream("CALM", "in.calm").await;
-    bus.publish_range("in.spin", 0..20, |i| format!("spin {i}")).await;
-    bus.publish_range("in.calm", 0..2000, |i| format!("calm {i}")).await;
+    bus.publish_range("in.spin", 0..20, |i| format!("spin {i}"))
+        .await;
+    bus.publish_range("in.calm", 0..2000, |i| format!("calm {i}"))
+        .await;
     let connectors = [
         testkit(
             "spinner",
@@ -28,7 +30,10 @@ async fn an_infinite_loop_is_interrupted_and_neighbours_keep_flowing() {
     // seconds; the calm connector must finish its 2000 records meanwhile.
     bus.wait_drained("in.calm", "calm").await;
     let spun_out_so_far = bus.count("dlq.spinner").await;
-    assert!(spun_out_so_far < 20, "the neighbour finished only after every loop was interrupted ({spun_out_so_far} of 20)");
+    assert!(
+        spun_out_so_far < 20,
+        "the neighbour finished only after every loop was interrupted ({spun_out_so_far} of 20)"
+    );
     assert_eq!(bus.count("out.calm").await, 2000);
 
     bus.wait_drained("in.spin", "spinner").await;
@@ -39,7 +44,13 @@ async fn an_infinite_loop_is_interrupted_and_neighbours_keep_flowing() {
         assert_eq!(error, "timeout: interrupted at limits.timeout of 300ms");
     }
     let metrics = scrape(host.http_addr());
-    assert_eq!(metric(&metrics, "plexus_errors_total{connector=\"spinner\",kind=\"timeout\"}"), 20.0);
+    assert_eq!(
+        metric(
+            &metrics,
+            "plexus_errors_total{connector=\"spinner\",kind=\"timeout\"}"
+        ),
+        20.0
+    );
     host.shutdown().await;
 }
 
@@ -47,11 +58,17 @@ async fn an_infinite_loop_is_interrupted_and_neighbours_keep_flowing() {
 async fn a_memory_hog_is_stopped_at_its_cap() {
     let bus = TestBus::start().await;
     bus.stream("HOG", "in.hog").await;
-    bus.publish_range("in.hog", 0..3, |i| format!("hog {i}")).await;
+    bus.publish_range("in.hog", 0..3, |i| format!("hog {i}"))
+        .await;
     let file = write_config(
         bus.dir.path(),
         Some(bus.url()),
-        &testkit("hog", "in.hog", "out.hog", "config = { mode = \"grow\" }\n[connector.limits]\nmemory = \"32MiB\"\ntimeout = \"10s\""),
+        &testkit(
+            "hog",
+            "in.hog",
+            "out.hog",
+            "config = { mode = \"grow\" }\n[connector.limits]\nmemory = \"32MiB\"\ntimeout = \"10s\"",
+        ),
     );
     let host = start_host(&file).await;
     bus.wait_drained("in.hog", "hog").await;
@@ -60,10 +77,19 @@ async fn a_memory_hog_is_stopped_at_its_cap() {
     assert_eq!(dead.len(), 3);
     for msg in &dead {
         let error = header(msg, "Plexus-Error").unwrap();
-        assert!(error.starts_with("memory: memory limit of 32 MiB reached"), "{error}");
+        assert!(
+            error.starts_with("memory: memory limit of 32 MiB reached"),
+            "{error}"
+        );
     }
     let metrics = scrape(host.http_addr());
-    assert_eq!(metric(&metrics, "plexus_errors_total{connector=\"hog\",kind=\"memory\"}"), 3.0);
+    assert_eq!(
+        metric(
+            &metrics,
+            "plexus_errors_total{connector=\"hog\",kind=\"memory\"}"
+        ),
+        3.0
+    );
     host.shutdown().await;
 }
 
@@ -71,23 +97,48 @@ async fn a_memory_hog_is_stopped_at_its_cap() {
 async fn a_panicking_instance_is_replaced() {
     let bus = TestBus::start().await;
     bus.stream("IN", "in.mixed").await;
-    bus.publish_range("in.mixed", 0..300, |i| if i % 100 == 50 { "please panic".into() } else { format!("fine {i}") }).await;
+    bus.publish_range("in.mixed", 0..300, |i| {
+        if i % 100 == 50 {
+            "please panic".into()
+        } else {
+            format!("fine {i}")
+        }
+    })
+    .await;
     let file = write_config(
         bus.dir.path(),
         Some(bus.url()),
-        &testkit("brittle", "in.mixed", "out.mixed", "config = { mode = \"panic\" }\n[connector.limits]\nconcurrency = 1"),
+        &testkit(
+            "brittle",
+            "in.mixed",
+            "out.mixed",
+            "config = { mode = \"panic\" }\n[connector.limits]\nconcurrency = 1",
+        ),
     );
     let host = start_host(&file).await;
     bus.wait_drained("in.mixed", "brittle").await;
 
-    assert_eq!(bus.count("out.mixed").await, 297, "records after each panic still flow");
+    assert_eq!(
+        bus.count("out.mixed").await,
+        297,
+        "records after each panic still flow"
+    );
     let dead = bus.messages("dlq.brittle").await;
     assert_eq!(dead.len(), 3);
     for msg in &dead {
         assert_eq!(msg.payload, "please panic".as_bytes());
-        assert_eq!(header(msg, "Plexus-Error").unwrap(), "trap: the plugin panicked (wasm `unreachable` executed)");
+        assert_eq!(
+            header(msg, "Plexus-Error").unwrap(),
+            "trap: the plugin panicked (wasm `unreachable` executed)"
+        );
     }
     let metrics = scrape(host.http_addr());
-    assert_eq!(metric(&metrics, "plexus_errors_total{connector=\"brittle\",kind=\"trap\"}"), 3.0);
+    assert_eq!(
+        metric(
+            &metrics,
+            "plexus_errors_total{connector=\"brittle\",kind=\"trap\"}"
+        ),
+        3.0
+    );
     host.shutdown().await;
 }

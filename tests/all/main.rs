@@ -1,10 +1,14 @@
 //! Integration tests: real `nats-server` processes, real plugins built for
 //! wasm32-wasip2, the host in-process or as the `plexus` binary.
 
+// Tests may panic: that is how they fail.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 mod config_errors;
 mod delivery;
 mod faults;
 mod lifecycle;
+mod plugins;
 mod reload;

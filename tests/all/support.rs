@@ -18,7 +18,10 @@ use plexus_host::host::Host;
 pub const PATIENCE: Duration = Duration::from_secs(90);
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_owned()
 }
 
 /// The `nats-server` the project's set-up installed (`just setup`), or one on PATH.
@@ -30,8 +33,9 @@ pub fn nats_server_binary() -> PathBuf {
     if local.is_file() {
         return local;
     }
-    plexus_host::bus::embedded::find_binary(None)
-        .unwrap_or_else(|_| panic!("nats-server not found: run `just setup` (installs it into .tools/bin)"))
+    plexus_host::bus::embedded::find_binary(None).unwrap_or_else(|_| {
+        panic!("nats-server not found: run `just setup` (installs it into .tools/bin)")
+    })
 }
 
 /// Build the plugins workspace once per test run and return the path of `name`'s component.
@@ -45,10 +49,20 @@ pub fn plugin(name: &str) -> PathBuf {
             .env_remove("RUSTFLAGS")
             .status()
             .expect("cargo runs");
-        assert!(status.success(), "building the plugins failed (is the wasm32-wasip2 target installed? `just setup`)");
+        assert!(
+            status.success(),
+            "building the plugins failed (is the wasm32-wasip2 target installed? `just setup`)"
+        );
     });
-    let path = repo_root().join(format!("plugins/target/wasm32-wasip2/release/{}.wasm", name.replace('-', "_")));
-    assert!(path.is_file(), "plugin {name} was not built at {}", path.display());
+    let path = repo_root().join(format!(
+        "plugins/target/wasm32-wasip2/release/{}.wasm",
+        name.replace('-', "_")
+    ));
+    assert!(
+        path.is_file(),
+        "plugin {name} was not built at {}",
+        path.display()
+    );
     path
 }
 
@@ -62,7 +76,8 @@ pub struct TestBus {
 impl TestBus {
     pub async fn start() -> TestBus {
         let dir = tempfile::tempdir().expect("tempdir");
-        let server = EmbeddedNats::start(&nats_server_binary(), &dir.path().join("nats"), None).expect("nats-server starts");
+        let server = EmbeddedNats::start(&nats_server_binary(), &dir.path().join("nats"), None)
+            .expect("nats-server starts");
         let client = async_nats::connect(server.url()).await.expect("connect");
         let js = jetstream::new(client.clone());
         TestBus { server, dir, js }
@@ -86,13 +101,23 @@ impl TestBus {
 
     /// Publish records `range` to `subject`, each with `Nats-Msg-Id: in-<i>` and
     /// key `<i>`, waiting for every ack.
-    pub async fn publish_range(&self, subject: &str, range: std::ops::Range<usize>, payload: impl Fn(usize) -> String) {
+    pub async fn publish_range(
+        &self,
+        subject: &str,
+        range: std::ops::Range<usize>,
+        payload: impl Fn(usize) -> String,
+    ) {
         let mut acks = Vec::new();
         for i in range {
             let mut h = HeaderMap::new();
             h.insert("Nats-Msg-Id", format!("in-{i}").as_str());
             h.insert("Plexus-Key", i.to_string().as_str());
-            acks.push(self.js.publish_with_headers(subject.to_owned(), h, payload(i).into()).await.expect("publish"));
+            acks.push(
+                self.js
+                    .publish_with_headers(subject.to_owned(), h, payload(i).into())
+                    .await
+                    .expect("publish"),
+            );
             if acks.len() >= 512 {
                 for ack in acks.drain(..) {
                     ack.await.expect("ack");
@@ -106,7 +131,9 @@ impl TestBus {
 
     /// Number of messages stored for `subject` (0 if no stream captures it yet).
     pub async fn count(&self, subject: &str) -> u64 {
-        let Ok(name) = self.js.stream_by_subject(subject).await else { return 0 };
+        let Ok(name) = self.js.stream_by_subject(subject).await else {
+            return 0;
+        };
         let stream = self.js.get_stream(name).await.expect("stream");
         let mut per_subject = stream.info_with_subjects(subject).await.expect("subjects");
         let mut n = 0;
@@ -124,7 +151,10 @@ impl TestBus {
             if have >= n {
                 return;
             }
-            assert!(Instant::now() < deadline, "{subject} has {have} of {n} messages after {PATIENCE:?}");
+            assert!(
+                Instant::now() < deadline,
+                "{subject} has {have} of {n} messages after {PATIENCE:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -144,7 +174,10 @@ impl TestBus {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "connector {name} did not drain within {PATIENCE:?}");
+            assert!(
+                Instant::now() < deadline,
+                "connector {name} did not drain within {PATIENCE:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -179,12 +212,17 @@ impl TestBus {
 }
 
 pub fn header(msg: &async_nats::Message, name: &str) -> Option<String> {
-    msg.headers.as_ref()?.get(name).map(|v| v.as_str().to_owned())
+    msg.headers
+        .as_ref()?
+        .get(name)
+        .map(|v| v.as_str().to_owned())
 }
 
 /// A config file in `dir` for a host on `bus`, with `connectors` appended.
 pub fn write_config(dir: &Path, bus_url: Option<&str>, connectors: &str) -> PathBuf {
-    let bus = bus_url.map(|u| format!("[bus]\nurl = \"{u}\"\n\n")).unwrap_or_default();
+    let bus = bus_url
+        .map(|u| format!("[bus]\nurl = \"{u}\"\n\n"))
+        .unwrap_or_default();
     let text = format!(
         "{bus}[host]\ndata_dir = \"{}\"\nhttp = \"127.0.0.1:0\"\n\n{connectors}",
         dir.join("data").display()
@@ -203,7 +241,9 @@ pub fn testkit(name: &str, from: &str, to: &str, extra: &str) -> String {
 }
 
 pub async fn start_host(file: &Path) -> Host {
-    Host::start(Config::load(file).expect("valid config")).await.expect("host starts")
+    Host::start(Config::load(file).expect("valid config"))
+        .await
+        .expect("host starts")
 }
 
 /// Fetch `/metrics` from a host's admin endpoint.
@@ -212,7 +252,10 @@ pub fn scrape(addr: std::net::SocketAddr) -> String {
     write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("response");
-    assert!(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
+        "{response}"
+    );
     response
 }
 
@@ -232,7 +275,13 @@ pub struct HostProcess {
 
 impl HostProcess {
     pub fn spawn(args: &[&str], dir: &Path) -> HostProcess {
-        let stderr_file = dir.join(format!("plexus-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+        let stderr_file = dir.join(format!(
+            "plexus-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
         let mut child = Command::new(env!("CARGO_BIN_EXE_plexus"))
             .args(args)
             .env("PLEXUS_NATS_SERVER", nats_server_binary())
@@ -250,7 +299,11 @@ impl HostProcess {
                 }
             }
         });
-        HostProcess { child, lines, stderr_file }
+        HostProcess {
+            child,
+            lines,
+            stderr_file,
+        }
     }
 
     /// Wait for a stdout line starting with `prefix` and return it.
@@ -270,7 +323,10 @@ impl HostProcess {
     }
 
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status().expect("kill");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
         assert!(status.success());
     }
 

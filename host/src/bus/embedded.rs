@@ -31,11 +31,19 @@ pub struct NotFound;
 /// the project's `.tools/bin`, then `PATH`.
 pub fn find_binary(configured: Option<&Path>) -> Result<PathBuf, NotFound> {
     if let Some(path) = configured {
-        return if path.is_file() { Ok(path.to_owned()) } else { Err(NotFound) };
+        return if path.is_file() {
+            Ok(path.to_owned())
+        } else {
+            Err(NotFound)
+        };
     }
     if let Some(path) = std::env::var_os("PLEXUS_NATS_SERVER") {
         let path = PathBuf::from(path);
-        return if path.is_file() { Ok(path) } else { Err(NotFound) };
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(NotFound)
+        };
     }
     let local = Path::new(".tools/bin/nats-server");
     if local.is_file() {
@@ -53,7 +61,8 @@ impl EmbeddedNats {
     /// Start a server with JetStream storing under `store`, on `port` (or a
     /// free one), and wait until it accepts clients.
     pub fn start(binary: &Path, store: &Path, port: Option<u16>) -> anyhow::Result<EmbeddedNats> {
-        std::fs::create_dir_all(store).with_context(|| format!("cannot create {}", store.display()))?;
+        std::fs::create_dir_all(store)
+            .with_context(|| format!("cannot create {}", store.display()))?;
         let ports_dir = store.join("ports");
         // A ports file left by an earlier run must not be mistaken for ours.
         let _ = std::fs::remove_dir_all(&ports_dir);
@@ -80,18 +89,35 @@ impl EmbeddedNats {
                 break url;
             }
             if let Ok(Some(status)) = child.try_wait() {
-                bail!("nats-server exited during start-up ({status}); its log: {}\n{}", log.display(), tail(&log));
+                bail!(
+                    "nats-server exited during start-up ({status}); its log: {}\n{}",
+                    log.display(),
+                    tail(&log)
+                );
             }
             if started.elapsed() > START_TIMEOUT {
                 let _ = child.kill();
-                bail!("nats-server did not open its port within {START_TIMEOUT:?}; its log: {}", log.display());
+                bail!(
+                    "nats-server did not open its port within {START_TIMEOUT:?}; its log: {}",
+                    log.display()
+                );
             }
             // The server writes the ports file once its listener is up; there
             // is no other event to wait on from outside the process.
             std::thread::sleep(Duration::from_millis(10));
         };
-        let port = url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        Ok(EmbeddedNats { child, url, port, binary: binary.to_owned(), store: store.to_owned() })
+        let port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        Ok(EmbeddedNats {
+            child,
+            url,
+            port,
+            binary: binary.to_owned(),
+            store: store.to_owned(),
+        })
     }
 
     /// `nats://127.0.0.1:<port>`.

@@ -51,7 +51,10 @@ pub fn output_id(connector: &str, input: &str, index: usize) -> String {
 /// A trace id for a record that arrived without one: derived from its
 /// identity, so a redelivery gets the same trace.
 pub fn trace_id(input: &str) -> String {
-    Sha256::digest(input.as_bytes())[..8].iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(input.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

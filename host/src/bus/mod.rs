@@ -43,7 +43,11 @@ impl Bus {
         match self.js.stream_by_subject(subject).await {
             Ok(name) => return Ok(name),
             Err(e) if e.kind() == jetstream::context::GetStreamByNameErrorKind::NotFound => {}
-            Err(e) => return Err(anyhow::anyhow!("cannot look up the stream for {subject}: {e}")),
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "cannot look up the stream for {subject}: {e}"
+                ));
+            }
         }
         let mut subjects = vec![subject.to_owned()];
         if children && !subject.ends_with('>') {
@@ -66,7 +70,11 @@ impl Bus {
     /// The durable pull consumer of a transform or sink, created or updated to
     /// match its spec. Redelivery limits are enforced by the host (so the last
     /// attempt can be dead-lettered), not by the server.
-    pub async fn durable_consumer(&self, spec: &ConnectorSpec, from: &str) -> anyhow::Result<consumer::PullConsumer> {
+    pub async fn durable_consumer(
+        &self,
+        spec: &ConnectorSpec,
+        from: &str,
+    ) -> anyhow::Result<consumer::PullConsumer> {
         let stream = self.ensure_stream(from, false).await?;
         let durable = format!("plexus-{}", spec.name);
         self.js
@@ -94,7 +102,11 @@ impl Bus {
             Ok(store) => Ok(store),
             Err(_) => self
                 .js
-                .create_key_value(kv::Config { bucket: bucket.clone(), history: 1, ..Default::default() })
+                .create_key_value(kv::Config {
+                    bucket: bucket.clone(),
+                    history: 1,
+                    ..Default::default()
+                })
                 .await
                 .with_context(|| format!("cannot create kv bucket {bucket}")),
         }
@@ -119,7 +131,10 @@ fn stream_name(subject: &str) -> String {
 mod tests {
     #[test]
     fn stream_names_avoid_reserved_characters() {
-        assert_eq!(super::stream_name("raw.st-marys.>"), "PLEXUS_raw_st-marys_all");
+        assert_eq!(
+            super::stream_name("raw.st-marys.>"),
+            "PLEXUS_raw_st-marys_all"
+        );
         assert_eq!(super::stream_name("a.*.b"), "PLEXUS_a_any_b");
     }
 }

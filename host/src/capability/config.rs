@@ -9,6 +9,10 @@ impl Host for PluginState {
     }
 
     fn get_all(&mut self) -> Vec<(String, String)> {
-        self.connector.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.connector
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 }

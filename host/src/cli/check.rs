@@ -10,7 +10,11 @@ pub(super) async fn run(file: &Path) -> Result<(), HostError> {
     let config = Config::load(file)?;
     let runtime = Runtime::new()?;
     let plugins = load_plugins(&runtime, &config).await?;
-    println!("{}: ok, {} connector(s)", file.display(), config.connectors.len());
+    println!(
+        "{}: ok, {} connector(s)",
+        file.display(),
+        config.connectors.len()
+    );
     for (spec, plugin) in config.connectors.iter().zip(&plugins) {
         let route = match (&spec.from, &spec.to) {
             (Some(from), Some(to)) => format!("{from} -> {to}"),
@@ -18,7 +22,13 @@ pub(super) async fn run(file: &Path) -> Result<(), HostError> {
             (None, Some(to)) => format!("-> {to}"),
             (None, None) => String::new(),
         };
-        println!("  {} ({}, plugin {}@{}) {route}", spec.name, spec.kind, plugin.path.display(), plugin.version());
+        println!(
+            "  {} ({}, plugin {}@{}) {route}",
+            spec.name,
+            spec.kind,
+            plugin.path.display(),
+            plugin.version()
+        );
     }
     Ok(())
 }

@@ -18,7 +18,9 @@ pub(super) async fn run(file: &Path) -> Result<(), HostError> {
         "plexus: up with {} connector(s); metrics at http://{}/metrics{}",
         host.connectors().count(),
         host.http_addr(),
-        host.bus_url().map(|u| format!("; embedded bus at {u}")).unwrap_or_default()
+        host.bus_url()
+            .map(|u| format!("; embedded bus at {u}"))
+            .unwrap_or_default()
     );
 
     let mut triggers = watch::spawn(watched.clone())?;
@@ -60,5 +62,7 @@ pub(super) async fn run(file: &Path) -> Result<(), HostError> {
 }
 
 fn watched_files(config: &Config) -> Vec<std::path::PathBuf> {
-    std::iter::once(config.file.clone()).chain(config.connectors.iter().map(|c| c.plugin.clone())).collect()
+    std::iter::once(config.file.clone())
+        .chain(config.connectors.iter().map(|c| c.plugin.clone()))
+        .collect()
 }

@@ -29,10 +29,19 @@ pub struct Running {
 impl Running {
     /// Set up the connector's streams, consumer and kv bucket, warm one
     /// instance, and start consuming.
-    pub async fn start(spec: ConnectorSpec, plugin: Plugin, bus: &Bus, metrics: Arc<Metrics>) -> anyhow::Result<Running> {
+    pub async fn start(
+        spec: ConnectorSpec,
+        plugin: Plugin,
+        bus: &Bus,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Running> {
         let name = spec.name.clone();
         let kv = bus.kv_bucket(&name).await?;
-        let context = Arc::new(ConnectorContext { name: name.clone(), config: spec.config.clone(), kv: Some(kv) });
+        let context = Arc::new(ConnectorContext {
+            name: name.clone(),
+            config: spec.config.clone(),
+            kv: Some(kv),
+        });
         let (stop, stopped) = watch::channel(false);
         let task = match &plugin.world {
             World::Transform(pre) => {
@@ -43,16 +52,30 @@ impl Running {
                 bus.ensure_stream(&spec.delivery.dlq, false).await?;
                 let consumer = bus.durable_consumer(&spec, &from).await?;
                 let pool = TransformPool::new(pre.clone(), context, spec.limits.clone());
-                pool.warm_up().await.with_context(|| format!("connector {name}: plugin {} cannot start", plugin.path.display()))?;
-                let runner = transform::Runner::new(&spec, &plugin, to, pool, bus.js.clone(), metrics);
+                pool.warm_up().await.with_context(|| {
+                    format!(
+                        "connector {name}: plugin {} cannot start",
+                        plugin.path.display()
+                    )
+                })?;
+                let runner =
+                    transform::Runner::new(&spec, &plugin, to, pool, bus.js.clone(), metrics);
                 tokio::spawn(runner.run(consumer, stopped))
             }
             World::Source(_) | World::Sink(_) => {
-                bail!("connector {name}: {} connectors are not run by this version of the host yet", spec.kind)
+                bail!(
+                    "connector {name}: {} connectors are not run by this version of the host yet",
+                    spec.kind
+                )
             }
         };
         tracing::info!(connector = %name, plugin = %plugin.path.display(), version = plugin.version(), "Connector started.");
-        Ok(Running { spec, digest: plugin.digest, stop, task })
+        Ok(Running {
+            spec,
+            digest: plugin.digest,
+            stop,
+            task,
+        })
     }
 
     /// Stop taking records, finish and acknowledge the ones already taken, then return.

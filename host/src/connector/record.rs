@@ -24,31 +24,50 @@ impl Lineage {
     /// Read the lineage of a consumed message.
     pub fn of(msg: &Message, stream: &str, sequence: u64) -> Lineage {
         let h = msg.headers.as_ref();
-        let identity = header(h, headers::MSG_ID).map_or_else(|| format!("{stream}:{sequence}"), str::to_owned);
+        let identity = header(h, headers::MSG_ID)
+            .map_or_else(|| format!("{stream}:{sequence}"), str::to_owned);
         Lineage {
             source: header(h, headers::SOURCE).unwrap_or(&identity).to_owned(),
             hops: header(h, headers::HOPS).map(str::to_owned),
-            trace: header(h, headers::TRACE).map_or_else(|| headers::trace_id(&identity), str::to_owned),
+            trace: header(h, headers::TRACE)
+                .map_or_else(|| headers::trace_id(&identity), str::to_owned),
             identity,
         }
     }
 
     /// Headers for output `index` of `connector` (at `hop`, `connector@version`).
-    pub fn output_headers(&self, connector: &str, hop: &str, index: usize, record: &PluginRecord) -> HeaderMap {
+    pub fn output_headers(
+        &self,
+        connector: &str,
+        hop: &str,
+        index: usize,
+        record: &PluginRecord,
+    ) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (name, value) in &record.headers {
             if !headers::is_reserved(name) && valid_header(name, value) {
                 h.append(name.as_str(), value.as_str());
             }
         }
-        h.insert(headers::MSG_ID, headers::output_id(connector, &self.identity, index).as_str());
+        h.insert(
+            headers::MSG_ID,
+            headers::output_id(connector, &self.identity, index).as_str(),
+        );
         if !record.key.is_empty() && valid_header(headers::KEY, &record.key) {
             h.insert(headers::KEY, record.key.as_str());
         }
-        if let Some(schema) = record.schema.as_deref().filter(|s| valid_header(headers::SCHEMA, s)) {
+        if let Some(schema) = record
+            .schema
+            .as_deref()
+            .filter(|s| valid_header(headers::SCHEMA, s))
+        {
             h.insert(headers::SCHEMA, schema);
         }
-        if let Some(ct) = record.content_type.as_deref().filter(|s| valid_header(headers::CONTENT_TYPE, s)) {
+        if let Some(ct) = record
+            .content_type
+            .as_deref()
+            .filter(|s| valid_header(headers::CONTENT_TYPE, s))
+        {
             h.insert(headers::CONTENT_TYPE, ct);
         }
         h.insert(headers::SOURCE, self.source.as_str());
@@ -97,7 +116,10 @@ fn valid_header(name: &str, value: &str) -> bool {
 
 /// A header value safe to send: line breaks become spaces, and it is cut at 1 KiB.
 pub fn header_value(text: &str) -> String {
-    let mut value: String = text.chars().map(|c| if c == '\r' || c == '\n' { ' ' } else { c }).collect();
+    let mut value: String = text
+        .chars()
+        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+        .collect();
     if value.len() > 1024 {
         let mut cut = 1024;
         while !value.is_char_boundary(cut) {
@@ -110,5 +132,8 @@ pub fn header_value(text: &str) -> String {
 
 /// Whether `topic` may be appended to a subject.
 pub fn valid_topic(topic: &str) -> bool {
-    !topic.is_empty() && topic.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !topic.is_empty()
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }

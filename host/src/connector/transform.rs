@@ -11,10 +11,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::PullConsumer;
-use async_nats::jetstream::message::PublishMessage as Publish;
 use async_nats::jetstream::message::AckKind;
+use async_nats::jetstream::message::PublishMessage as Publish;
 use async_nats::jetstream::{self, Message};
 use futures::StreamExt as _;
 use tokio::sync::{Semaphore, watch};
@@ -74,12 +73,20 @@ impl Runner {
         })
     }
 
-    pub(super) async fn run(self: Arc<Self>, consumer: PullConsumer, mut stop: watch::Receiver<bool>) {
+    pub(super) async fn run(
+        self: Arc<Self>,
+        consumer: PullConsumer,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let mut in_flight = JoinSet::new();
         let mut pull_failures = 0u32;
         while !*stop.borrow() {
-            let pull = consumer.batch().max_messages(BATCH).expires(PULL_WAIT).messages();
+            let pull = consumer
+                .batch()
+                .max_messages(BATCH)
+                .expires(PULL_WAIT)
+                .messages();
             let mut batch = tokio::select! {
                 batch = pull => batch,
                 _ = stop.changed() => break,
@@ -109,7 +116,9 @@ impl Runner {
                         break;
                     }
                 };
-                let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
                 let this = self.clone();
                 in_flight.spawn(async move {
                     this.process(msg).await;
@@ -124,7 +133,11 @@ impl Runner {
     async fn process(&self, msg: Message) {
         self.metrics.record_in(&self.name);
         let (stream, sequence, deliveries) = match msg.info() {
-            Ok(info) => (info.stream.to_owned(), info.stream_sequence, u32::try_from(info.delivered).unwrap_or(u32::MAX)),
+            Ok(info) => (
+                info.stream.to_owned(),
+                info.stream_sequence,
+                u32::try_from(info.delivered).unwrap_or(u32::MAX),
+            ),
             Err(error) => {
                 tracing::warn!(connector = %self.name, %error, "Message without JetStream metadata; skipped.");
                 return;
@@ -135,7 +148,8 @@ impl Runner {
 
         let started = Instant::now();
         let result = self.pool.call(&input).await;
-        self.metrics.plugin_call(&self.name, started.elapsed().as_secs_f64());
+        self.metrics
+            .plugin_call(&self.name, started.elapsed().as_secs_f64());
 
         match result {
             Ok(Ok(outputs)) => match self.publish(&lineage, outputs).await {
@@ -173,26 +187,41 @@ impl Runner {
             Err(fault) => {
                 self.metrics.error(&self.name, fault.kind.as_str());
                 tracing::warn!(connector = %self.name, record = %lineage.identity, %fault, "Plugin instance discarded.");
-                self.dead_letter(&msg, &lineage, deliveries, &fault.to_string()).await;
+                self.dead_letter(&msg, &lineage, deliveries, &fault.to_string())
+                    .await;
             }
         }
     }
 
     /// Publish every output and wait until JetStream has stored each one.
-    async fn publish(&self, lineage: &Lineage, outputs: Vec<PluginRecord>) -> Result<u64, PublishFailure> {
+    async fn publish(
+        &self,
+        lineage: &Lineage,
+        outputs: Vec<PluginRecord>,
+    ) -> Result<u64, PublishFailure> {
         let mut subjects = Vec::with_capacity(outputs.len());
         for output in &outputs {
             subjects.push(match output.topic.as_deref() {
                 None => self.to.clone(),
                 Some(topic) if valid_topic(topic) => format!("{}.{topic}", self.to),
-                Some(topic) => return Err(PublishFailure::Invalid(format!("plugin returned an invalid topic {topic:?}"))),
+                Some(topic) => {
+                    return Err(PublishFailure::Invalid(format!(
+                        "plugin returned an invalid topic {topic:?}"
+                    )));
+                }
             });
         }
         let mut acks = Vec::with_capacity(outputs.len());
         for (index, (output, subject)) in outputs.into_iter().zip(subjects).enumerate() {
             let headers = lineage.output_headers(&self.name, &self.hop, index, &output);
-            let publish = Publish::build().payload(output.payload.into()).headers(headers);
-            let ack = self.js.send_publish(subject, publish).await.map_err(|e| PublishFailure::Bus(e.to_string()))?;
+            let publish = Publish::build()
+                .payload(output.payload.into())
+                .headers(headers);
+            let ack = self
+                .js
+                .send_publish(subject, publish)
+                .await
+                .map_err(|e| PublishFailure::Bus(e.to_string()))?;
             acks.push(ack);
         }
         let n = acks.len() as u64;
@@ -212,7 +241,7 @@ impl Runner {
     /// Send the original record, with why it failed, to the dead-letter
     /// subject; terminate it only once the dead letter is stored.
     async fn dead_letter(&self, msg: &Message, lineage: &Lineage, deliveries: u32, reason: &str) {
-        let mut h = msg.headers.clone().unwrap_or_else(HeaderMap::new);
+        let mut h = msg.headers.clone().unwrap_or_default();
         let id = headers::output_id(&self.name, &format!("dlq:{}", lineage.identity), 0);
         h.insert(headers::MSG_ID, id.as_str());
         h.insert(headers::ERROR, header_value(reason).as_str());
@@ -220,7 +249,11 @@ impl Runner {
         h.insert(headers::ORIGINAL_SUBJECT, msg.subject.as_str());
         h.insert(headers::CONNECTOR, self.name.as_str());
         let publish = Publish::build().payload(msg.payload.clone()).headers(h);
-        let stored = match self.js.send_publish(self.delivery.dlq.clone(), publish).await {
+        let stored = match self
+            .js
+            .send_publish(self.delivery.dlq.clone(), publish)
+            .await
+        {
             Ok(ack) => ack.await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };

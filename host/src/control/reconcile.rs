@@ -45,7 +45,11 @@ pub async fn apply(
     let mut changes = Changes::default();
 
     let wanted: Vec<&str> = config.connectors.iter().map(|c| c.name.as_str()).collect();
-    let gone: Vec<String> = running.keys().filter(|n| !wanted.contains(&n.as_str())).cloned().collect();
+    let gone: Vec<String> = running
+        .keys()
+        .filter(|n| !wanted.contains(&n.as_str()))
+        .cloned()
+        .collect();
     for name in gone {
         if let Some(old) = running.remove(&name) {
             old.stop().await;

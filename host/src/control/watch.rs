@@ -56,6 +56,10 @@ fn fingerprint(files: &Watched) -> Vec<Option<(u64, SystemTime)>> {
     let files = files.lock().map(|f| f.clone()).unwrap_or_default();
     files
         .iter()
-        .map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.len(), m.modified().ok()?))))
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .and_then(|m| Some((m.len(), m.modified().ok()?)))
+        })
         .collect()
 }

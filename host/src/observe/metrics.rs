@@ -52,7 +52,9 @@ pub struct Metrics {
 
 fn call_histogram() -> Histogram {
     // 10µs .. ~5s: plugin calls are microseconds when healthy, seconds when not.
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(1e-5, 3.0, 13))
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        1e-5, 3.0, 13,
+    ))
 }
 
 impl Default for Metrics {
@@ -68,11 +70,27 @@ impl Default for Metrics {
             reloads: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("records_in", "Records taken from the bus", m.records_in.clone());
+        registry.register(
+            "records_in",
+            "Records taken from the bus",
+            m.records_in.clone(),
+        );
         registry.register("records_out", "Records published", m.records_out.clone());
-        registry.register("errors", "Failed records and plugin faults, by kind", m.errors.clone());
-        registry.register("dlq", "Records sent to the dead-letter subject", m.dlq.clone());
-        registry.register("plugin_call_seconds", "Duration of one plugin call", m.call_seconds.clone());
+        registry.register(
+            "errors",
+            "Failed records and plugin faults, by kind",
+            m.errors.clone(),
+        );
+        registry.register(
+            "dlq",
+            "Records sent to the dead-letter subject",
+            m.dlq.clone(),
+        );
+        registry.register(
+            "plugin_call_seconds",
+            "Duration of one plugin call",
+            m.call_seconds.clone(),
+        );
         registry.register("connectors", "Connectors running", m.connectors.clone());
         registry.register("reloads", "Configuration reloads", m.reloads.clone());
         Metrics { registry, ..m }
@@ -93,7 +111,10 @@ impl Metrics {
     /// Count one error of `kind`.
     pub fn error(&self, connector: &str, kind: &str) {
         self.errors
-            .get_or_create(&ErrorLabels { connector: connector.to_owned(), kind: kind.to_owned() })
+            .get_or_create(&ErrorLabels {
+                connector: connector.to_owned(),
+                kind: kind.to_owned(),
+            })
             .inc();
     }
 
@@ -104,7 +125,9 @@ impl Metrics {
 
     /// Observe one plugin call.
     pub fn plugin_call(&self, connector: &str, seconds: f64) {
-        self.call_seconds.get_or_create(&label(connector)).observe(seconds);
+        self.call_seconds
+            .get_or_create(&label(connector))
+            .observe(seconds);
     }
 
     /// Set how many connectors run.
@@ -115,7 +138,11 @@ impl Metrics {
     /// Count a reload; `ok` false when it was rejected.
     pub fn reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
-        self.reloads.get_or_create(&ResultLabel { result: result.into() }).inc();
+        self.reloads
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
     }
 
     /// Everything, in Prometheus text format.
@@ -129,5 +156,7 @@ impl Metrics {
 }
 
 fn label(connector: &str) -> ConnectorLabel {
-    ConnectorLabel { connector: connector.to_owned() }
+    ConnectorLabel {
+        connector: connector.to_owned(),
+    }
 }

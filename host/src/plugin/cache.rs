@@ -9,7 +9,12 @@ use wasmtime::component::Component;
 
 /// Load `wasm` (read from `source`), from the cache when it was compiled before.
 /// Returns the component and the hex SHA-256 of the wasm bytes.
-pub fn load(engine: &Engine, source: &Path, wasm: &[u8], cache_dir: Option<&Path>) -> anyhow::Result<Component> {
+pub fn load(
+    engine: &Engine,
+    source: &Path,
+    wasm: &[u8],
+    cache_dir: Option<&Path>,
+) -> anyhow::Result<Component> {
     let Some(dir) = cache_dir else {
         return Ok(Component::new(engine, wasm)?);
     };
@@ -33,7 +38,10 @@ pub fn load(engine: &Engine, source: &Path, wasm: &[u8], cache_dir: Option<&Path
 
 /// Hex SHA-256 of the component bytes: the plugin's identity.
 pub fn digest(wasm: &[u8]) -> String {
-    Sha256::digest(wasm).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(wasm)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn artifact_path(engine: &Engine, dir: &Path, digest: &str) -> PathBuf {

@@ -43,7 +43,9 @@ pub enum LoadError {
         reason: String,
     },
     /// Does not export the world of the connector's kind.
-    #[error("plugin {path} is not a {kind} plugin: it does not export the `{kind}` world ({reason})")]
+    #[error(
+        "plugin {path} is not a {kind} plugin: it does not export the `{kind}` world ({reason})"
+    )]
     World {
         /// The plugin file.
         path: PathBuf,
@@ -79,15 +81,30 @@ pub enum World {
 impl Plugin {
     /// Read, compile (or fetch from the cache) and link `path` as a `kind` plugin.
     /// CPU-heavy on a cache miss: call it off the async runtime.
-    pub fn load(runtime: &Runtime, path: &Path, kind: Kind, cache_dir: Option<&Path>) -> Result<Plugin, LoadError> {
-        let wasm = std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
+    pub fn load(
+        runtime: &Runtime,
+        path: &Path,
+        kind: Kind,
+        cache_dir: Option<&Path>,
+    ) -> Result<Plugin, LoadError> {
+        let wasm = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let digest = cache::digest(&wasm);
-        let component = cache::load(&runtime.engine, path, &wasm, cache_dir)
-            .map_err(|e| LoadError::Compile { path: path.to_owned(), reason: format!("{e:#}") })?;
+        let component = cache::load(&runtime.engine, path, &wasm, cache_dir).map_err(|e| {
+            LoadError::Compile {
+                path: path.to_owned(),
+                reason: format!("{e:#}"),
+            }
+        })?;
         let pre = runtime
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| LoadError::Imports { path: path.to_owned(), reason: format!("{e:#}") })?;
+            .map_err(|e| LoadError::Imports {
+                path: path.to_owned(),
+                reason: format!("{e:#}"),
+            })?;
         let world_error = |e: wasmtime::Error| LoadError::World {
             path: path.to_owned(),
             kind,
@@ -98,7 +115,11 @@ impl Plugin {
             Kind::Source => World::Source(SourcePre::new(pre).map_err(world_error)?),
             Kind::Sink => World::Sink(SinkPre::new(pre).map_err(world_error)?),
         };
-        Ok(Plugin { path: path.to_owned(), digest, world })
+        Ok(Plugin {
+            path: path.to_owned(),
+            digest,
+            world,
+        })
     }
 
     /// The first 12 hex digits of the digest: the version in `Plexus-Hops`.
@@ -113,5 +134,9 @@ fn exports(runtime: &Runtime, component: &Component) -> String {
         .exports(&runtime.engine)
         .map(|(name, _)| name.to_owned())
         .collect();
-    if names.is_empty() { "nothing".into() } else { names.join(", ") }
+    if names.is_empty() {
+        "nothing".into()
+    } else {
+        names.join(", ")
+    }
 }

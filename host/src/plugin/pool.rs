@@ -74,8 +74,17 @@ pub struct TransformPool {
 
 impl TransformPool {
     /// A pool that instantiates lazily; callers bound concurrency.
-    pub fn new(pre: TransformPre<PluginState>, context: Arc<ConnectorContext>, limits: Limits) -> Self {
-        TransformPool { pre, context, limits, idle: Mutex::new(Vec::new()) }
+    pub fn new(
+        pre: TransformPre<PluginState>,
+        context: Arc<ConnectorContext>,
+        limits: Limits,
+    ) -> Self {
+        TransformPool {
+            pre,
+            context,
+            limits,
+            idle: Mutex::new(Vec::new()),
+        }
     }
 
     /// Build one instance now, so the first record does not pay for it and a
@@ -87,7 +96,10 @@ impl TransformPool {
     }
 
     /// Run the plugin on one record.
-    pub async fn call(&self, record: &PluginRecord) -> Result<Result<Vec<PluginRecord>, PluginError>, Fault> {
+    pub async fn call(
+        &self,
+        record: &PluginRecord,
+    ) -> Result<Result<Vec<PluginRecord>, PluginError>, Fault> {
         let taken = self.idle.lock().map(|mut idle| idle.pop()).unwrap_or(None);
         let mut warm = match taken {
             Some(warm) => warm,
@@ -119,7 +131,10 @@ impl TransformPool {
 
     async fn instantiate(&self) -> Result<Warm, Fault> {
         let engine = self.pre.engine();
-        let mut store = Store::new(engine, PluginState::new(self.context.clone(), self.limits.memory));
+        let mut store = Store::new(
+            engine,
+            PluginState::new(self.context.clone(), self.limits.memory),
+        );
         store.limiter(|state| &mut state.memory);
         // At every epoch tick: yield to the scheduler so one busy plugin cannot
         // starve the others, and interrupt once the call's deadline has passed.
@@ -131,7 +146,12 @@ impl TransformPool {
             }
         });
         self.arm(&mut store);
-        match tokio::time::timeout(self.limits.timeout + HOST_CALL_GRACE, self.pre.instantiate_async(&mut store)).await {
+        match tokio::time::timeout(
+            self.limits.timeout + HOST_CALL_GRACE,
+            self.pre.instantiate_async(&mut store),
+        )
+        .await
+        {
             Ok(Ok(bindings)) => Ok(Warm { store, bindings }),
             Ok(Err(error)) => {
                 let mut fault = self.classify(&store, &error);
@@ -148,7 +168,10 @@ impl TransformPool {
     fn interrupted(&self) -> Fault {
         Fault {
             kind: FaultKind::Timeout,
-            message: format!("interrupted at limits.timeout of {}", humantime::format_duration(self.limits.timeout)),
+            message: format!(
+                "interrupted at limits.timeout of {}",
+                humantime::format_duration(self.limits.timeout)
+            ),
         }
     }
 
@@ -156,13 +179,19 @@ impl TransformPool {
     fn stuck(&self) -> Fault {
         Fault {
             kind: FaultKind::Timeout,
-            message: format!("stuck in a host call past limits.timeout of {}", humantime::format_duration(self.limits.timeout)),
+            message: format!(
+                "stuck in a host call past limits.timeout of {}",
+                humantime::format_duration(self.limits.timeout)
+            ),
         }
     }
 
     fn classify(&self, store: &Store<PluginState>, error: &wasmtime::Error) -> Fault {
         if store.data().memory.hit {
-            return Fault { kind: FaultKind::Memory, message: error.root_cause().to_string() };
+            return Fault {
+                kind: FaultKind::Memory,
+                message: error.root_cause().to_string(),
+            };
         }
         match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => self.interrupted(),
@@ -170,9 +199,15 @@ impl TransformPool {
                 kind: FaultKind::Trap,
                 message: "the plugin panicked (wasm `unreachable` executed)".into(),
             },
-            Some(trap) => Fault { kind: FaultKind::Trap, message: format!("wasm trap: {trap}") },
+            Some(trap) => Fault {
+                kind: FaultKind::Trap,
+                message: format!("wasm trap: {trap}"),
+            },
             // The root cause, without the wasm backtrace wrapped around it.
-            None => Fault { kind: FaultKind::Trap, message: error.root_cause().to_string() },
+            None => Fault {
+                kind: FaultKind::Trap,
+                message: error.root_cause().to_string(),
+            },
         }
     }
 }

@@ -51,7 +51,11 @@ impl Rules {
                 "default_topic" => rules.default_topic = Some(check_topic(key, value)?),
                 _ => match key.strip_prefix("route.") {
                     Some(topic) => rules.routes.push((check_topic(key, topic)?, parse(value)?)),
-                    None => return Err(format!("unknown key {key:?} (expected keep, drop, route.<topic>, default_topic)")),
+                    None => {
+                        return Err(format!(
+                            "unknown key {key:?} (expected keep, drop, route.<topic>, default_topic)"
+                        ));
+                    }
                 },
             }
         }
@@ -67,15 +71,27 @@ impl Rules {
         if self.drop.as_ref().is_some_and(|c| c.matches(record)) {
             return None;
         }
-        let routed = self.routes.iter().find(|(_, c)| c.matches(record)).map(|(t, _)| t.as_str());
+        let routed = self
+            .routes
+            .iter()
+            .find(|(_, c)| c.matches(record))
+            .map(|(t, _)| t.as_str());
         Some(routed.or(self.default_topic.as_deref()))
     }
 }
 
 fn check_topic(key: &str, topic: &str) -> Result<String, String> {
     let ok = !topic.is_empty()
-        && topic.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if ok { Ok(topic.to_owned()) } else { Err(format!("{key}: topic {topic:?} must be one token of [a-z0-9_-]")) }
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(topic.to_owned())
+    } else {
+        Err(format!(
+            "{key}: topic {topic:?} must be one token of [a-z0-9_-]"
+        ))
+    }
 }
 
 impl Condition {
@@ -85,7 +101,11 @@ impl Condition {
         if parts.iter().any(|p| p.is_empty()) {
             return Err(format!("empty comparison in {text:?}"));
         }
-        parts.into_iter().map(Comparison::parse).collect::<Result<_, _>>().map(Condition)
+        parts
+            .into_iter()
+            .map(Comparison::parse)
+            .collect::<Result<_, _>>()
+            .map(Condition)
     }
 
     /// Whether every comparison holds for `record`.
@@ -96,7 +116,9 @@ impl Condition {
 
 impl Comparison {
     fn parse(text: &str) -> Result<Comparison, String> {
-        let (path, rest) = text.split_once(char::is_whitespace).ok_or_else(|| format!("{text:?} has no operator"))?;
+        let (path, rest) = text
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| format!("{text:?} has no operator"))?;
         let rest = rest.trim_start();
         let path: Vec<String> = path.split('.').map(str::to_owned).collect();
         if path.iter().any(String::is_empty) {
@@ -109,7 +131,11 @@ impl Comparison {
                 let (op, value) = ["==", "!=", ">=", "<=", ">", "<"]
                     .iter()
                     .find_map(|op| rest.strip_prefix(op).map(|v| (*op, v.trim())))
-                    .ok_or_else(|| format!("unknown operator in {text:?} (expected == != > >= < <= exists missing)"))?;
+                    .ok_or_else(|| {
+                        format!(
+                            "unknown operator in {text:?} (expected == != > >= < <= exists missing)"
+                        )
+                    })?;
                 if value.is_empty() {
                     return Err(format!("no value after {op} in {text:?}"));
                 }
@@ -121,7 +147,8 @@ impl Comparison {
                     ">" => Op::Gt,
                     _ => Op::Lt,
                 };
-                let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+                let value =
+                    serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
                 Test::Compare(op, value)
             }
         };
@@ -177,16 +204,28 @@ mod tests {
     use serde_json::json;
 
     fn rules(pairs: &[(&str, &str)]) -> Rules {
-        let pairs: Vec<_> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let pairs: Vec<_> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Rules::from_config(&pairs).unwrap()
     }
 
     #[test]
     fn keep_passes_only_matching_records() {
         let r = rules(&[("keep", "status == \"approved\" and total.amount >= 1000")]);
-        assert_eq!(r.decide(&json!({"status": "approved", "total": {"amount": "1200.00"}})), Some(None));
-        assert_eq!(r.decide(&json!({"status": "approved", "total": {"amount": "999.99"}})), None);
-        assert_eq!(r.decide(&json!({"status": "draft", "total": {"amount": "5000"}})), None);
+        assert_eq!(
+            r.decide(&json!({"status": "approved", "total": {"amount": "1200.00"}})),
+            Some(None)
+        );
+        assert_eq!(
+            r.decide(&json!({"status": "approved", "total": {"amount": "999.99"}})),
+            None
+        );
+        assert_eq!(
+            r.decide(&json!({"status": "draft", "total": {"amount": "5000"}})),
+            None
+        );
     }
 
     #[test]
@@ -204,8 +243,14 @@ mod tests {
             ("route.big", "lines.0.quantity > 100"),
             ("default_topic", "normal"),
         ]);
-        assert_eq!(r.decide(&json!({"priority": "high", "lines": [{"quantity": "500"}]})), Some(Some("big")));
-        assert_eq!(r.decide(&json!({"priority": "high", "lines": []})), Some(Some("urgent")));
+        assert_eq!(
+            r.decide(&json!({"priority": "high", "lines": [{"quantity": "500"}]})),
+            Some(Some("big"))
+        );
+        assert_eq!(
+            r.decide(&json!({"priority": "high", "lines": []})),
+            Some(Some("urgent"))
+        );
         assert_eq!(r.decide(&json!({"priority": "low"})), Some(Some("normal")));
     }
 

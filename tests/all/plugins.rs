@@ -1,0 +1,98 @@
+//! Each reference plugin, run as a component inside the host. Every crate
+//! under `plugins/` must be named here, so a plugin cannot ship untested.
+
+use crate::support::*;
+
+/// Plugins and the tests that run them inside the host.
+const TESTED: &[(&str, &str)] = &[
+    ("json-filter", "plugins::json_filter_keeps_drops_and_routes"),
+    ("testkit", "delivery, faults, lifecycle and reload"),
+];
+
+#[test]
+fn every_plugin_has_a_host_test() {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(repo_root().join("plugins")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.join("Cargo.toml").is_file() {
+            found.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    found.sort();
+    let mut known: Vec<String> = TESTED.iter().map(|(p, _)| p.to_string()).collect();
+    known.sort();
+    assert_eq!(
+        found, known,
+        "add a host test for each plugin under plugins/ and list it in TESTED"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_filter_keeps_drops_and_routes() {
+    let bus = TestBus::start().await;
+    bus.stream("PO", "raw.po").await;
+    let connector = format!(
+        r#"[[connector]]
+name = "po-router"
+kind = "transform"
+plugin = "{}"
+from = "raw.po"
+to = "po"
+config = {{ keep = "status == approved", drop = "test exists", "route.large" = "total.amount >= 10000", default_topic = "standard" }}
+"#,
+        plugin("json-filter").display()
+    );
+    let orders = [
+        r#"{"po":"A","status":"approved","total":{"amount":"25000.00"}}"#,
+        r#"{"po":"B","status":"approved","total":{"amount":"120.50"}}"#,
+        r#"{"po":"C","status":"draft","total":{"amount":"99999.00"}}"#,
+        r#"{"po":"D","status":"approved","test":true,"total":{"amount":"1.00"}}"#,
+        r#"{"po":"E","status":"approved","total":{"amount":10000}}"#,
+        "PO-F,approved,12.00",
+    ];
+    bus.publish_range("raw.po", 0..orders.len(), |i| orders[i].to_owned())
+        .await;
+    let file = write_config(bus.dir.path(), Some(bus.url()), &connector);
+    let host = start_host(&file).await;
+    bus.wait_drained("raw.po", "po-router").await;
+
+    let po = |m: &async_nats::jetstream::Message| {
+        serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap()["po"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let large: Vec<String> = bus.messages("po.large").await.iter().map(po).collect();
+    let standard: Vec<String> = bus.messages("po.standard").await.iter().map(po).collect();
+    assert_eq!(large, ["A", "E"]);
+    assert_eq!(standard, ["B"]);
+    let dead = bus.messages("dlq.po-router").await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].payload, "PO-F,approved,12.00".as_bytes());
+    assert!(
+        header(&dead[0], "Plexus-Error")
+            .unwrap()
+            .starts_with("payload is not JSON")
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_filter_names_a_bad_rule() {
+    let bus = TestBus::start().await;
+    bus.stream("PO", "raw.po").await;
+    bus.publish_range("raw.po", 0..1, |_| "{}".into()).await;
+    let connector = format!(
+        "[[connector]]\nname = \"bad-rules\"\nkind = \"transform\"\nplugin = \"{}\"\nfrom = \"raw.po\"\nto = \"po\"\nconfig = {{ keep = \"status ~ approved\" }}\n",
+        plugin("json-filter").display()
+    );
+    let file = write_config(bus.dir.path(), Some(bus.url()), &connector);
+    let host = start_host(&file).await;
+    bus.wait_drained("raw.po", "bad-rules").await;
+    let dead = bus.messages("dlq.bad-rules").await;
+    assert_eq!(
+        header(&dead[0], "Plexus-Error").unwrap(),
+        "json-filter config: keep: unknown operator in \"status ~ approved\" (expected == != > >= < <= exists missing)"
+    );
+    host.shutdown().await;
+}
