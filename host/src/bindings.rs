@@ -20,6 +20,7 @@ pub(crate) mod transform {
             "plexus:connector/log": crate::bindings::host::plexus::connector::log,
             "plexus:connector/config": crate::bindings::host::plexus::connector::config,
             "plexus:connector/kv": crate::bindings::host::plexus::connector::kv,
+            "plexus:connector/secrets": crate::bindings::host::plexus::connector::secrets,
         },
     });
 }
@@ -34,6 +35,7 @@ pub(crate) mod source {
             "plexus:connector/log": crate::bindings::host::plexus::connector::log,
             "plexus:connector/config": crate::bindings::host::plexus::connector::config,
             "plexus:connector/kv": crate::bindings::host::plexus::connector::kv,
+            "plexus:connector/secrets": crate::bindings::host::plexus::connector::secrets,
             "plexus:connector/types": crate::bindings::transform::plexus::connector::types,
         },
     });
@@ -49,6 +51,7 @@ pub(crate) mod sink {
             "plexus:connector/log": crate::bindings::host::plexus::connector::log,
             "plexus:connector/config": crate::bindings::host::plexus::connector::config,
             "plexus:connector/kv": crate::bindings::host::plexus::connector::kv,
+            "plexus:connector/secrets": crate::bindings::host::plexus::connector::secrets,
             "plexus:connector/types": crate::bindings::transform::plexus::connector::types,
         },
     });

@@ -8,13 +8,15 @@
 //! | `[bus].url` | NATS server to connect to | absent: start an embedded `nats-server` |
 //! | `[bus].nats_server` | `nats-server` binary for the embedded bus | `$PLEXUS_NATS_SERVER`, then `PATH` |
 //! | `[host].data_dir` | embedded bus store and compiled-plugin cache | `.plexus` beside the config |
-//! | `[host].http` | address of `/metrics` and the admin API | `127.0.0.1:7700` |
+//! | `[host].http` | address of `/metrics`, `/ingest/<name>` and the admin API | `127.0.0.1:7700` |
+//! | `[host].secrets_file` | TOML table of secret values (after `PLEXUS_SECRET_<NAME>`) | none |
 //! | `[[connector]].name` | unique, `[a-z0-9-]+` | required |
 //! | `kind` | `source`, `transform` or `sink` | required |
 //! | `plugin` | path to the `.wasm` component, relative to the config file | required |
 //! | `from` | subject filter consumed (transforms, sinks) | required there |
 //! | `to` | subject published to (sources, transforms) | required there |
-//! | `schedule`, `listen` | how a source is driven | one of them for sources |
+//! | `schedule` | a source's interval (`"30s"`) or cron expression (5 or 6 fields) | |
+//! | `listen` | a source fed from outside: `"http"` (`POST /ingest/<name>`) or `"mllp://0.0.0.0:2575"` | |
 //! | `config` | string table handed to the plugin | empty |
 //! | `emits` | schema ids the connector emits | empty |
 //! | `grants.http`, `grants.files`, `grants.secrets` | capabilities; nothing unless listed | empty |
@@ -89,6 +91,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Admin/metrics listen address.
     pub http: String,
+    /// TOML table of secret values, after `PLEXUS_SECRET_<NAME>`.
+    pub secrets_file: Option<PathBuf>,
     /// Connectors in file order.
     pub connectors: Vec<ConnectorSpec>,
 }
@@ -197,6 +201,7 @@ struct RawBus {
 struct RawHost {
     data_dir: Option<PathBuf>,
     http: Option<String>,
+    secrets_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -311,6 +316,7 @@ impl Config {
             nats_server: raw.bus.nats_server.map(|p| resolve(&p)),
             data_dir: resolve(&raw.host.data_dir.unwrap_or_else(|| ".plexus".into())),
             http,
+            secrets_file: raw.host.secrets_file.map(|p| resolve(&p)),
             connectors,
         })
     }

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use crate::bus::Bus;
 use crate::bus::embedded::{self, EmbeddedNats};
 use crate::config::{Config, ConfigError};
-use crate::connector::Running;
+use crate::connector::{Inbound, Running, Shared};
 use crate::control::reconcile;
 use crate::engine::Runtime;
 use crate::observe::{Metrics, http};
@@ -54,8 +54,7 @@ impl HostError {
 /// A running host.
 pub struct Host {
     runtime: Runtime,
-    bus: Bus,
-    metrics: Arc<Metrics>,
+    shared: Shared,
     config: Config,
     connectors: BTreeMap<String, Running>,
     http_addr: SocketAddr,
@@ -107,14 +106,21 @@ impl Host {
         };
 
         let metrics = Arc::new(Metrics::default());
+        let inbound = Arc::new(Inbound::default());
         let (http_stop, stopped) = watch::channel(false);
-        let (http_addr, http_task) = http::serve(&config.http, metrics.clone(), stopped).await?;
+        let (http_addr, http_task) =
+            http::serve(&config.http, metrics.clone(), inbound.clone(), stopped).await?;
         tracing::info!(address = %http_addr, "Serving /metrics.");
 
-        let mut host = Host {
-            runtime,
+        let shared = Shared {
             bus,
             metrics,
+            inbound,
+            secrets_file: config.secrets_file.clone(),
+        };
+        let mut host = Host {
+            runtime,
+            shared,
             config: config.clone(),
             connectors: BTreeMap::new(),
             http_addr,
@@ -122,15 +128,8 @@ impl Host {
             http_stop,
             embedded,
         };
-        let started = reconcile::apply(
-            &mut host.connectors,
-            &config,
-            plugins,
-            &host.bus,
-            &host.metrics,
-        )
-        .await;
-        host.metrics.set_connectors(host.connectors.len());
+        let started = reconcile::apply(&mut host.connectors, &config, plugins, &host.shared).await;
+        host.shared.metrics.set_connectors(host.connectors.len());
         if let Err(error) = started {
             host.shutdown().await;
             return Err(error.into());
@@ -151,20 +150,13 @@ impl Host {
         let plugins = match load_plugins(&self.runtime, &config).await {
             Ok(plugins) => plugins,
             Err(error) => {
-                self.metrics.reload(false);
+                self.shared.metrics.reload(false);
                 return Err(error);
             }
         };
-        let result = reconcile::apply(
-            &mut self.connectors,
-            &config,
-            plugins,
-            &self.bus,
-            &self.metrics,
-        )
-        .await;
-        self.metrics.set_connectors(self.connectors.len());
-        self.metrics.reload(result.is_ok());
+        let result = reconcile::apply(&mut self.connectors, &config, plugins, &self.shared).await;
+        self.shared.metrics.set_connectors(self.connectors.len());
+        self.shared.metrics.reload(result.is_ok());
         self.config = config;
         Ok(result?)
     }
@@ -176,7 +168,7 @@ impl Host {
 
     /// The host's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
+        &self.shared.metrics
     }
 
     /// The embedded bus's URL, when this host started one.
@@ -194,7 +186,7 @@ impl Host {
     pub async fn shutdown(mut self) {
         let running = std::mem::take(&mut self.connectors);
         futures::future::join_all(running.into_values().map(Running::stop)).await;
-        if let Err(error) = self.bus.client.flush().await {
+        if let Err(error) = self.shared.bus.client.flush().await {
             tracing::warn!(%error, "Flushing the bus connection failed.");
         }
         let _ = self.http_stop.send(true);

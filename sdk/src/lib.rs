@@ -67,6 +67,7 @@ pub mod wit {
                 "plexus:connector/log@0.1.0": crate::wit::host::plexus::connector::log,
                 "plexus:connector/config@0.1.0": crate::wit::host::plexus::connector::config,
                 "plexus:connector/kv@0.1.0": crate::wit::host::plexus::connector::kv,
+                "plexus:connector/secrets@0.1.0": crate::wit::host::plexus::connector::secrets,
                 "plexus:connector/types@0.1.0": generate,
             },
         });
@@ -85,6 +86,7 @@ pub mod wit {
                 "plexus:connector/log@0.1.0": crate::wit::host::plexus::connector::log,
                 "plexus:connector/config@0.1.0": crate::wit::host::plexus::connector::config,
                 "plexus:connector/kv@0.1.0": crate::wit::host::plexus::connector::kv,
+                "plexus:connector/secrets@0.1.0": crate::wit::host::plexus::connector::secrets,
                 "plexus:connector/types@0.1.0": crate::wit::transform::plexus::connector::types,
             },
         });
@@ -103,6 +105,7 @@ pub mod wit {
                 "plexus:connector/log@0.1.0": crate::wit::host::plexus::connector::log,
                 "plexus:connector/config@0.1.0": crate::wit::host::plexus::connector::config,
                 "plexus:connector/kv@0.1.0": crate::wit::host::plexus::connector::kv,
+                "plexus:connector/secrets@0.1.0": crate::wit::host::plexus::connector::secrets,
                 "plexus:connector/types@0.1.0": crate::wit::transform::plexus::connector::types,
             },
         });
@@ -118,6 +121,7 @@ mod record;
 pub mod config;
 pub mod kv;
 pub mod log;
+pub mod secrets;
 
 /// A transform plugin: one record in, zero or more records out.
 pub trait Transform {

@@ -185,3 +185,20 @@ fn check_accepts_a_good_config_and_lists_connectors() {
     );
     assert!(stdout.contains("in.orders -> out.orders"), "{stdout}");
 }
+
+#[test]
+fn up_without_a_bus_or_nats_server_says_how_to_get_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), None, &echo_with(""));
+    let out = Command::new(env!("CARGO_BIN_EXE_plexus"))
+        .args(["up", "-c", file.to_str().unwrap()])
+        .env("PLEXUS_NATS_SERVER", dir.path().join("no-such-nats-server"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no nats-server binary found") && stderr.contains("just setup"),
+        "{stderr}"
+    );
+}

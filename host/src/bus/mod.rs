@@ -95,15 +95,24 @@ impl Bus {
             .with_context(|| format!("cannot create consumer {durable} on stream {stream}"))
     }
 
+    /// The host's bucket of source cursors, one key per connector.
+    pub async fn cursor_bucket(&self) -> anyhow::Result<kv::Store> {
+        self.bucket("plexus-cursors").await
+    }
+
     /// The connector's own kv bucket, created on first use.
     pub async fn kv_bucket(&self, connector: &str) -> anyhow::Result<kv::Store> {
-        let bucket = crate::capability::kv_bucket_name(connector);
-        match self.js.get_key_value(&bucket).await {
+        self.bucket(&crate::capability::kv_bucket_name(connector))
+            .await
+    }
+
+    async fn bucket(&self, bucket: &str) -> anyhow::Result<kv::Store> {
+        match self.js.get_key_value(bucket).await {
             Ok(store) => Ok(store),
             Err(_) => self
                 .js
                 .create_key_value(kv::Config {
-                    bucket: bucket.clone(),
+                    bucket: bucket.to_owned(),
                     history: 1,
                     ..Default::default()
                 })

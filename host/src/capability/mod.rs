@@ -1,23 +1,43 @@
 //! The host side of every WIT import: what a plugin may reach, and nothing more.
 //!
 //! Each store carries a [`PluginState`]: WASI with nothing inherited (no
-//! environment, no files, no network, no stdio), the connector's config and kv
-//! bucket, and the per-call deadline and memory cap the engine enforces.
+//! environment, no stdio, no sockets) but the granted directories, `wasi:http`
+//! behind the grant check of [`http`], the connector's config, kv bucket and
+//! secrets, and the per-call deadline and memory cap the engine enforces.
 
 mod config;
+mod http;
 mod kv;
-
-pub use kv::bucket_name as kv_bucket_name;
 mod log;
+mod secrets;
+
+pub use http::Origin;
+pub use kv::bucket_name as kv_bucket_name;
+pub use secrets::redact;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::bindings;
+use crate::config::ConnectorSpec;
+use crate::observe::Metrics;
+
+/// What a connector was granted, parsed.
+#[derive(Debug, Default)]
+pub struct Granted {
+    /// Outbound HTTP origins.
+    pub http: Vec<Origin>,
+    /// Directories, each preopened at the same path inside the sandbox; `true` if writable.
+    pub files: Vec<(PathBuf, bool)>,
+    /// Secret names.
+    pub secrets: Vec<String>,
+}
 
 /// What every instance of one connector shares.
 #[derive(Debug)]
@@ -28,12 +48,74 @@ pub struct ConnectorContext {
     pub config: BTreeMap<String, String>,
     /// The connector's kv bucket; `None` where no bus is connected (`plexus check`).
     pub kv: Option<async_nats::jetstream::kv::Store>,
+    /// Capabilities granted.
+    pub grants: Granted,
+    /// Values of the granted secrets the host could resolve.
+    pub secrets: BTreeMap<String, String>,
+    /// Where refusals are counted.
+    pub metrics: Arc<Metrics>,
+}
+
+impl ConnectorContext {
+    /// Resolve a connector's grants and secrets.
+    pub fn new(
+        spec: &ConnectorSpec,
+        kv: Option<async_nats::jetstream::kv::Store>,
+        secrets_file: Option<&Path>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let http = spec
+            .grants
+            .http
+            .iter()
+            .map(|o| Origin::parse(o).map_err(|e| anyhow::anyhow!("grants.http {o:?}: {e}")))
+            .collect::<Result<_, _>>()?;
+        let files = spec
+            .grants
+            .files
+            .iter()
+            .filter_map(|f| {
+                let (dir, mode) = f.rsplit_once(':')?;
+                Some((PathBuf::from(dir), mode == "rw"))
+            })
+            .collect();
+        let secrets = secrets::resolve(&spec.grants.secrets, secrets_file)?;
+        for name in spec
+            .grants
+            .secrets
+            .iter()
+            .filter(|n| !secrets.contains_key(*n))
+        {
+            tracing::warn!(connector = %spec.name, secret = %name, "Granted secret has no value (set PLEXUS_SECRET_<NAME> or [host].secrets_file).");
+        }
+        Ok(ConnectorContext {
+            name: spec.name.clone(),
+            config: spec.config.clone(),
+            kv,
+            grants: Granted {
+                http,
+                files,
+                secrets: spec.grants.secrets.clone(),
+            },
+            secrets,
+            metrics,
+        })
+    }
+
+    /// Record a refused capability use: a warning for the operator and a count.
+    pub fn denied(&self, capability: &str, what: &str) {
+        let what = redact(&self.secrets, what);
+        tracing::warn!(connector = %self.name, capability, request = %what, "Capability denied.");
+        self.metrics.denied(&self.name, capability);
+    }
 }
 
 /// The data of one `Store`: one warm instance of one connector.
 pub struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
+    http: WasiHttpCtx,
+    http_gate: http::HttpGate,
     pub(crate) memory: MemoryCap,
     pub(crate) connector: Arc<ConnectorContext>,
     /// When the current call must stop; checked at every epoch tick.
@@ -41,18 +123,33 @@ pub struct PluginState {
 }
 
 impl PluginState {
-    /// Fresh state for a new instance, capped at `memory` bytes of linear memory.
-    pub fn new(connector: Arc<ConnectorContext>, memory: usize) -> Self {
-        PluginState {
-            wasi: WasiCtx::builder().build(),
+    /// Fresh state for a new instance, capped at `memory` bytes of linear
+    /// memory. WASI inherits nothing: no environment, no stdio, no network
+    /// sockets; only the granted directories are visible.
+    pub fn new(connector: Arc<ConnectorContext>, memory: usize) -> anyhow::Result<Self> {
+        let mut wasi = WasiCtx::builder();
+        for (dir, writable) in &connector.grants.files {
+            let perms = if *writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
+            let guest = dir.to_string_lossy();
+            wasi.preopened_dir(dir, guest.as_ref(), perms)
+                .map_err(|e| anyhow::anyhow!("grants.files {}: {e}", dir.display()))?;
+        }
+        Ok(PluginState {
+            wasi: wasi.build(),
             table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            http_gate: http::HttpGate::new(connector.clone()),
             memory: MemoryCap {
                 limit: memory,
                 hit: false,
             },
             connector,
             deadline: Instant::now(),
-        }
+        })
     }
 }
 
@@ -102,8 +199,10 @@ impl wasmtime::ResourceLimiter for MemoryCap {
     }
 }
 
-/// Add WASI (p2, nothing granted) and the Plexus imports to `linker`.
+/// Add WASI p2, `wasi:http` and the Plexus imports to `linker`. What a
+/// plugin may actually reach is decided per store by its grants.
 pub fn add_to_linker(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     bindings::host::Imports::add_to_linker::<_, HasSelf<PluginState>>(linker, |state| state)
 }

@@ -1,10 +1,26 @@
-//! Running connectors: one task per connector, started from a loaded plugin and
-//! stopped by draining what it has already taken from the bus.
+//! Running connectors: each kind's loop, started from a loaded plugin and
+//! stopped by draining what it has already taken.
+//!
+//! | kind | driven by | loop |
+//! |---|---|---|
+//! | transform | durable consumer on `from` | `consume` + `transform` |
+//! | sink | durable consumer on `from` | `consume` + `sink` |
+//! | source, `schedule` | interval or cron | `source::Source::run_schedule` |
+//! | source, `listen = "http"` | `POST /ingest/<name>` | `source::Source::ingest` via [`Inbound`] |
+//! | source, `listen = "mllp://…"` | HL7 v2 over TCP | `mllp` |
 
+mod consume;
+mod mllp;
+mod publish;
 mod record;
+mod schedule;
+mod settle;
+mod sink;
+mod source;
 mod transform;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use anyhow::{Context as _, bail};
 use tokio::sync::watch;
@@ -12,9 +28,54 @@ use tokio::task::JoinHandle;
 
 use crate::bus::Bus;
 use crate::capability::ConnectorContext;
-use crate::config::ConnectorSpec;
+use crate::config::{ConnectorSpec, Kind};
 use crate::observe::Metrics;
-use crate::plugin::{Plugin, TransformPool, World};
+use crate::plugin::{Plugin, Pool};
+pub use mllp::MAX_FRAME as MLLP_MAX_FRAME;
+pub use schedule::Schedule;
+pub use source::IngestError;
+
+/// Sources fed by `POST /ingest/<name>`, looked up by the admin endpoint.
+#[derive(Default)]
+pub struct Inbound(RwLock<HashMap<String, Arc<source::Source>>>);
+
+impl Inbound {
+    /// Decode and publish a message posted to connector `name`; `None` if no
+    /// such HTTP-ingest connector runs.
+    pub async fn ingest(&self, name: &str, body: &[u8]) -> Option<Result<u64, IngestError>> {
+        let source = self.0.read().ok()?.get(name).cloned()?;
+        Some(source.ingest(body).await)
+    }
+
+    fn set(&self, name: &str, source: Option<Arc<source::Source>>) {
+        if let (Ok(mut map), Some(source)) = (self.0.write(), source) {
+            map.insert(name.to_owned(), source);
+        }
+    }
+
+    /// Remove `name` unless a newer version has already taken its place.
+    fn unset(&self, name: &str, source: &Arc<source::Source>) {
+        if let Ok(mut map) = self.0.write()
+            && map
+                .get(name)
+                .is_some_and(|current| Arc::ptr_eq(current, source))
+        {
+            map.remove(name);
+        }
+    }
+}
+
+/// What every connector start needs from its host.
+pub struct Shared {
+    /// The bus.
+    pub bus: Bus,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// HTTP-ingest registry.
+    pub inbound: Arc<Inbound>,
+    /// `[host].secrets_file`.
+    pub secrets_file: Option<std::path::PathBuf>,
+}
 
 /// A connector at work.
 pub struct Running {
@@ -24,62 +85,150 @@ pub struct Running {
     pub digest: String,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    /// Where this connector is registered for HTTP ingest.
+    inbound: Option<(Arc<Inbound>, Arc<source::Source>)>,
 }
 
 impl Running {
-    /// Set up the connector's streams, consumer and kv bucket, warm one
-    /// instance, and start consuming.
+    /// Set up the connector's streams, consumer, kv bucket and listener, warm
+    /// one instance, and start it.
     pub async fn start(
         spec: ConnectorSpec,
         plugin: Plugin,
-        bus: &Bus,
-        metrics: Arc<Metrics>,
+        shared: &Shared,
     ) -> anyhow::Result<Running> {
         let name = spec.name.clone();
+        let bus = &shared.bus;
         let kv = bus.kv_bucket(&name).await?;
-        let context = Arc::new(ConnectorContext {
-            name: name.clone(),
-            config: spec.config.clone(),
-            kv: Some(kv),
-        });
+        let context = Arc::new(
+            ConnectorContext::new(
+                &spec,
+                Some(kv),
+                shared.secrets_file.as_deref(),
+                shared.metrics.clone(),
+            )
+            .with_context(|| format!("connector {name}"))?,
+        );
+        let pool = Pool::new(plugin.world.clone(), context, spec.limits.clone());
+        pool.warm_up().await.with_context(|| {
+            format!(
+                "connector {name}: plugin {} cannot start",
+                plugin.path.display()
+            )
+        })?;
         let (stop, stopped) = watch::channel(false);
-        let task = match &plugin.world {
-            World::Transform(pre) => {
+        let hop = format!("{name}@{}", plugin.version());
+        let settler = || settle::Settler {
+            name: name.clone(),
+            delivery: spec.delivery.clone(),
+            js: bus.js.clone(),
+            metrics: shared.metrics.clone(),
+        };
+        let mut inbound = None;
+        let task = match spec.kind {
+            Kind::Transform => {
                 let (Some(from), Some(to)) = (spec.from.clone(), spec.to.clone()) else {
                     bail!("connector {name}: a transform needs `from` and `to`");
                 };
                 bus.ensure_stream(&to, true).await?;
                 bus.ensure_stream(&spec.delivery.dlq, false).await?;
                 let consumer = bus.durable_consumer(&spec, &from).await?;
-                let pool = TransformPool::new(pre.clone(), context, spec.limits.clone());
-                pool.warm_up().await.with_context(|| {
-                    format!(
-                        "connector {name}: plugin {} cannot start",
-                        plugin.path.display()
-                    )
-                })?;
-                let runner =
-                    transform::Runner::new(&spec, &plugin, to, pool, bus.js.clone(), metrics);
-                tokio::spawn(runner.run(consumer, stopped))
+                let handler = Arc::new(transform::Transform {
+                    hop,
+                    to,
+                    pool,
+                    settle: settler(),
+                });
+                tokio::spawn(consume::run(
+                    handler,
+                    consumer,
+                    spec.limits.concurrency,
+                    stopped,
+                ))
             }
-            World::Source(_) | World::Sink(_) => {
-                bail!(
-                    "connector {name}: {} connectors are not run by this version of the host yet",
-                    spec.kind
-                )
+            Kind::Sink => {
+                let Some(from) = spec.from.clone() else {
+                    bail!("connector {name}: a sink needs `from`")
+                };
+                bus.ensure_stream(&spec.delivery.dlq, false).await?;
+                let consumer = bus.durable_consumer(&spec, &from).await?;
+                let handler = Arc::new(sink::Sink {
+                    pool,
+                    settle: settler(),
+                });
+                tokio::spawn(consume::run(
+                    handler,
+                    consumer,
+                    spec.limits.concurrency,
+                    stopped,
+                ))
+            }
+            Kind::Source => {
+                let Some(to) = spec.to.clone() else {
+                    bail!("connector {name}: a source needs `to`")
+                };
+                bus.ensure_stream(&to, true).await?;
+                let source = Arc::new(source::Source {
+                    name: name.clone(),
+                    hop,
+                    to,
+                    pool,
+                    js: bus.js.clone(),
+                    metrics: shared.metrics.clone(),
+                    delivery: spec.delivery.clone(),
+                    cursors: bus.cursor_bucket().await?,
+                });
+                match (&spec.schedule, spec.listen.as_deref()) {
+                    (Some(schedule), _) => {
+                        let schedule = Schedule::parse(schedule)
+                            .map_err(|e| anyhow::anyhow!("connector {name}: schedule: {e}"))?;
+                        tokio::spawn(source.run_schedule(schedule, stopped))
+                    }
+                    (None, Some("http")) => {
+                        shared.inbound.set(&name, Some(source.clone()));
+                        inbound = Some((shared.inbound.clone(), source));
+                        // Nothing to run: the admin endpoint calls in.
+                        tokio::spawn(async {})
+                    }
+                    (None, Some(listen)) => {
+                        let addr = listen.strip_prefix("mllp://").unwrap_or(listen);
+                        let listener =
+                            tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                                format!("connector {name}: cannot listen on {listen}")
+                            })?;
+                        tracing::info!(connector = %name, address = %listener.local_addr()?, "MLLP listener up.");
+                        tokio::spawn(mllp::serve(listener, source, stopped))
+                    }
+                    (None, None) => {
+                        bail!("connector {name}: a source needs `schedule` or `listen`")
+                    }
+                }
             }
         };
-        tracing::info!(connector = %name, plugin = %plugin.path.display(), version = plugin.version(), "Connector started.");
+        tracing::info!(connector = %name, kind = %spec.kind, plugin = %plugin.path.display(), version = plugin.version(), "Connector started.");
         Ok(Running {
             spec,
             digest: plugin.digest,
             stop,
             task,
+            inbound,
         })
+    }
+
+    /// Whether the old version must stop before the new one starts: a
+    /// listener's port can be bound by one of them at a time.
+    pub fn binds_a_port(&self) -> bool {
+        self.spec
+            .listen
+            .as_deref()
+            .is_some_and(|l| l.starts_with("mllp://"))
     }
 
     /// Stop taking records, finish and acknowledge the ones already taken, then return.
     pub async fn stop(self) {
+        if let Some((inbound, source)) = &self.inbound {
+            inbound.unset(&self.spec.name, source);
+        }
         let _ = self.stop.send(true);
         if let Err(error) = self.task.await {
             tracing::error!(connector = %self.spec.name, %error, "Connector task failed.");

@@ -35,6 +35,18 @@ impl Lineage {
         }
     }
 
+    /// The lineage of a record entering Plexus through a source: its identity is
+    /// the source record id, so polling or posting it again yields the same ids.
+    pub fn origin(connector: &str, record_id: &str) -> Lineage {
+        let source = format!("{connector}:{record_id}");
+        Lineage {
+            identity: record_id.to_owned(),
+            trace: headers::trace_id(&source),
+            source,
+            hops: None,
+        }
+    }
+
     /// Headers for output `index` of `connector` (at `hop`, `connector@version`).
     pub fn output_headers(
         &self,

@@ -4,14 +4,13 @@
 //! the new version on the same durable consumer first and only then draining
 //! the old one: records keep flowing, nothing taken is dropped, and outputs of
 //! a record processed by both are de-duplicated by their deterministic ids.
+//! An MLLP listener is the exception: its port can be bound once, so the old
+//! version stops first and senders reconnect (they resend what was not acked).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use crate::bus::Bus;
 use crate::config::Config;
-use crate::connector::Running;
-use crate::observe::Metrics;
+use crate::connector::{Running, Shared};
 use crate::plugin::Plugin;
 
 /// What a reconcile did.
@@ -39,8 +38,7 @@ pub async fn apply(
     running: &mut BTreeMap<String, Running>,
     config: &Config,
     plugins: Vec<Plugin>,
-    bus: &Bus,
-    metrics: &Arc<Metrics>,
+    shared: &Shared,
 ) -> anyhow::Result<Changes> {
     let mut changes = Changes::default();
 
@@ -58,20 +56,29 @@ pub async fn apply(
     }
 
     for (spec, plugin) in config.connectors.iter().zip(plugins) {
-        let unchanged = running
-            .get(&spec.name)
-            .is_some_and(|r| r.spec == *spec && r.digest == plugin.digest);
-        if unchanged {
+        let existing = running.get(&spec.name);
+        if existing.is_some_and(|r| r.spec == *spec && r.digest == plugin.digest) {
             continue;
         }
-        let new = Running::start(spec.clone(), plugin, bus, metrics.clone()).await?;
-        match running.insert(spec.name.clone(), new) {
-            Some(old) => {
-                old.stop().await;
-                tracing::info!(connector = %spec.name, "Connector swapped to its new version.");
-                changes.swapped.push(spec.name.clone());
-            }
-            None => changes.added.push(spec.name.clone()),
+        let swapping = existing.is_some();
+        // A listener's port is held by one version at a time: stop the old one first.
+        let needs_gap = existing.is_some_and(Running::binds_a_port)
+            || spec
+                .listen
+                .as_deref()
+                .is_some_and(|l| l.starts_with("mllp://"));
+        if needs_gap && let Some(old) = running.remove(&spec.name) {
+            old.stop().await;
+        }
+        let new = Running::start(spec.clone(), plugin, shared).await?;
+        if let Some(old) = running.insert(spec.name.clone(), new) {
+            old.stop().await;
+        }
+        if swapping {
+            tracing::info!(connector = %spec.name, "Connector swapped to its new version.");
+            changes.swapped.push(spec.name.clone());
+        } else {
+            changes.added.push(spec.name.clone());
         }
     }
     Ok(changes)

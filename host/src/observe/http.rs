@@ -1,23 +1,39 @@
-//! The admin endpoint on `[host].http`: `GET /metrics` and `GET /healthz`.
+//! The admin endpoint on `[host].http`: `GET /metrics`, `GET /healthz`, and
+//! `POST /ingest/<connector>` for sources with `listen = "http"`.
+//!
+//! Ingest answers 202 only once the records are stored on the bus, 400 with
+//! the plugin's reason for input it cannot decode, 503 when it should be
+//! retried, 404 for a connector that does not take HTTP ingest.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::extract::State;
-use axum::http::header;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::sync::watch;
 
+use crate::connector::{Inbound, IngestError};
 use crate::observe::Metrics;
+
+/// The largest body `POST /ingest` takes.
+const MAX_INGEST: usize = 16 << 20;
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Arc<Metrics>,
+    inbound: Arc<Inbound>,
+}
 
 /// Bind `addr` and serve until `stop` turns true. Returns the bound address
 /// (useful with port 0) and the server task.
 pub async fn serve(
     addr: &str,
     metrics: Arc<Metrics>,
+    inbound: Arc<Inbound>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -27,7 +43,9 @@ pub async fn serve(
     let app = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(metrics);
+        .route("/ingest/{connector}", post(ingest))
+        .layer(DefaultBodyLimit::max(MAX_INGEST))
+        .with_state(AppState { metrics, inbound });
     let task = tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -42,12 +60,32 @@ pub async fn serve(
     Ok((bound, task))
 }
 
-async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        metrics.encode(),
+        state.metrics.encode(),
     )
+}
+
+async fn ingest(
+    State(state): State<AppState>,
+    Path(connector): Path<String>,
+    body: bytes::Bytes,
+) -> impl IntoResponse {
+    match state.inbound.ingest(&connector, &body).await {
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("no connector {connector:?} takes HTTP ingest\n"),
+        ),
+        Some(Ok(n)) => (StatusCode::ACCEPTED, format!("{{\"published\":{n}}}\n")),
+        Some(Err(IngestError::Rejected(reason))) => {
+            (StatusCode::BAD_REQUEST, format!("{reason}\n"))
+        }
+        Some(Err(IngestError::Unavailable(reason))) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n"))
+        }
+    }
 }

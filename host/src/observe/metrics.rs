@@ -3,13 +3,14 @@
 //!
 //! | metric | labels | meaning |
 //! |---|---|---|
-//! | `plexus_records_in_total` | connector | records taken from the bus |
+//! | `plexus_records_in_total` | connector | records taken from the bus, or produced by a source plugin |
 //! | `plexus_records_out_total` | connector | records published (duplicates dropped by the bus included) |
 //! | `plexus_errors_total` | connector, kind | `retryable`, `permanent`, `timeout`, `memory`, `trap`, `instantiate`, `publish` |
 //! | `plexus_dlq_total` | connector | records dead-lettered |
 //! | `plexus_plugin_call_seconds` | connector | duration of one plugin call |
 //! | `plexus_connectors` | — | connectors running |
 //! | `plexus_reloads_total` | result | config reloads applied (`ok`) or rejected (`error`) |
+//! | `plexus_capability_denied_total` | connector, capability | refused `http` requests and `secrets` reads |
 
 use std::sync::atomic::AtomicI64;
 
@@ -39,6 +40,7 @@ struct ResultLabel {
 type CallHistogram = Family<ConnectorLabel, Histogram, fn() -> Histogram>;
 
 /// All of a host's metrics.
+#[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     records_in: Family<ConnectorLabel, Counter>,
@@ -48,6 +50,13 @@ pub struct Metrics {
     call_seconds: CallHistogram,
     connectors: Gauge<i64, AtomicI64>,
     reloads: Family<ResultLabel, Counter>,
+    denied: Family<CapabilityLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CapabilityLabels {
+    connector: String,
+    capability: String,
 }
 
 fn call_histogram() -> Histogram {
@@ -68,6 +77,7 @@ impl Default for Metrics {
             call_seconds: Family::new_with_constructor(call_histogram as fn() -> Histogram),
             connectors: Gauge::default(),
             reloads: Family::default(),
+            denied: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -93,14 +103,24 @@ impl Default for Metrics {
         );
         registry.register("connectors", "Connectors running", m.connectors.clone());
         registry.register("reloads", "Configuration reloads", m.reloads.clone());
+        registry.register(
+            "capability_denied",
+            "Capability uses refused by the grants",
+            m.denied.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
 
 impl Metrics {
-    /// Count records taken from the bus.
+    /// Count one record taken from the bus.
     pub fn record_in(&self, connector: &str) {
-        self.records_in.get_or_create(&label(connector)).inc();
+        self.records_in(connector, 1);
+    }
+
+    /// Count records taken in (from the bus, or from a source plugin).
+    pub fn records_in(&self, connector: &str, n: u64) {
+        self.records_in.get_or_create(&label(connector)).inc_by(n);
     }
 
     /// Count records published.
@@ -141,6 +161,16 @@ impl Metrics {
         self.reloads
             .get_or_create(&ResultLabel {
                 result: result.into(),
+            })
+            .inc();
+    }
+
+    /// Count a refused capability use.
+    pub fn denied(&self, connector: &str, capability: &str) {
+        self.denied
+            .get_or_create(&CapabilityLabels {
+                connector: connector.to_owned(),
+                capability: capability.to_owned(),
             })
             .inc();
     }

@@ -13,7 +13,7 @@ use crate::capability::PluginState;
 use crate::config::Kind;
 use crate::engine::Runtime;
 
-pub use pool::{Fault, FaultKind, TransformPool};
+pub use pool::{Fault, FaultKind, Pool};
 
 /// Why a plugin cannot be used.
 #[derive(Debug, thiserror::Error)]

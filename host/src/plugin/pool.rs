@@ -1,4 +1,4 @@
-//! Warm instances of one transform connector, reused across records.
+//! Warm instances of one connector, reused across records.
 //!
 //! Instantiation happens once per instance, never per record. An instance that
 //! traps, runs out of time or hits its memory cap is dropped (its store may be
@@ -9,7 +9,12 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use crate::bindings::transform::{Transform, TransformPre};
+use futures::future::BoxFuture;
+
+use super::World;
+use crate::bindings::sink::{Delivery, Outcome, Sink};
+use crate::bindings::source::{PollResult, Source};
+use crate::bindings::transform::Transform;
 use crate::bindings::{PluginError, PluginRecord};
 use crate::capability::{ConnectorContext, PluginState};
 use crate::config::Limits;
@@ -59,32 +64,48 @@ impl std::fmt::Display for FaultKind {
     }
 }
 
-struct Warm {
-    store: Store<PluginState>,
-    bindings: Transform,
+enum Bindings {
+    Transform(Transform),
+    Source(Source),
+    Sink(Sink),
 }
 
-/// The instances of one version of one transform connector.
-pub struct TransformPool {
-    pre: TransformPre<PluginState>,
+struct Warm {
+    store: Store<PluginState>,
+    bindings: Bindings,
+}
+
+/// One export call; it owns the instance while it runs (so a timed-out call
+/// drops it) and hands it back with the result. Boxed so one code path can
+/// arm, time and classify every kind of call.
+type Call<'c, R> = BoxFuture<'c, (Warm, wasmtime::Result<R>)>;
+
+/// The instances of one version of one connector.
+pub struct Pool {
+    pre: World,
     context: Arc<ConnectorContext>,
     limits: Limits,
     idle: Mutex<Vec<Warm>>,
 }
 
-impl TransformPool {
+fn wrong_world(export: &str) -> wasmtime::Error {
+    wasmtime::format_err!("the plugin does not export `{export}`")
+}
+
+impl Pool {
     /// A pool that instantiates lazily; callers bound concurrency.
-    pub fn new(
-        pre: TransformPre<PluginState>,
-        context: Arc<ConnectorContext>,
-        limits: Limits,
-    ) -> Self {
-        TransformPool {
+    pub fn new(pre: World, context: Arc<ConnectorContext>, limits: Limits) -> Self {
+        Pool {
             pre,
             context,
             limits,
             idle: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The connector this pool serves.
+    pub fn context(&self) -> &Arc<ConnectorContext> {
+        &self.context
     }
 
     /// Build one instance now, so the first record does not pay for it and a
@@ -95,24 +116,86 @@ impl TransformPool {
         Ok(())
     }
 
-    /// Run the plugin on one record.
-    pub async fn call(
+    /// `transform(input)`.
+    pub async fn transform(
         &self,
-        record: &PluginRecord,
+        input: &PluginRecord,
     ) -> Result<Result<Vec<PluginRecord>, PluginError>, Fault> {
+        self.run(|mut warm| {
+            Box::pin(async move {
+                let result = match &warm.bindings {
+                    Bindings::Transform(b) => b.call_transform(&mut warm.store, input).await,
+                    _ => Err(wrong_world("transform")),
+                };
+                (warm, result)
+            })
+        })
+        .await
+    }
+
+    /// `poll(cursor)`.
+    pub async fn poll(
+        &self,
+        cursor: Option<&str>,
+    ) -> Result<Result<PollResult, PluginError>, Fault> {
+        self.run(|mut warm| {
+            Box::pin(async move {
+                let result = match &warm.bindings {
+                    Bindings::Source(b) => b.call_poll(&mut warm.store, cursor).await,
+                    _ => Err(wrong_world("poll")),
+                };
+                (warm, result)
+            })
+        })
+        .await
+    }
+
+    /// `decode(input)`.
+    pub async fn decode(
+        &self,
+        input: &[u8],
+    ) -> Result<Result<Vec<PluginRecord>, PluginError>, Fault> {
+        self.run(|mut warm| {
+            Box::pin(async move {
+                let result = match &warm.bindings {
+                    Bindings::Source(b) => b.call_decode(&mut warm.store, input).await,
+                    _ => Err(wrong_world("decode")),
+                };
+                (warm, result)
+            })
+        })
+        .await
+    }
+
+    /// `deliver(deliveries)`.
+    pub async fn deliver(&self, deliveries: &[Delivery]) -> Result<Vec<Outcome>, Fault> {
+        self.run(|mut warm| {
+            Box::pin(async move {
+                let result = match &warm.bindings {
+                    Bindings::Sink(b) => b.call_deliver(&mut warm.store, deliveries).await,
+                    _ => Err(wrong_world("deliver")),
+                };
+                (warm, result)
+            })
+        })
+        .await
+    }
+
+    /// Lend a warm instance to `call` within the connector's time budget; keep
+    /// it if the call returned, drop it if it faulted.
+    async fn run<'c, R>(&self, call: impl FnOnce(Warm) -> Call<'c, R>) -> Result<R, Fault> {
         let taken = self.idle.lock().map(|mut idle| idle.pop()).unwrap_or(None);
         let mut warm = match taken {
             Some(warm) => warm,
             None => self.instantiate().await?,
         };
         self.arm(&mut warm.store);
-        let call = warm.bindings.call_transform(&mut warm.store, record);
-        match tokio::time::timeout(self.limits.timeout + HOST_CALL_GRACE, call).await {
-            Ok(Ok(result)) => {
+        match tokio::time::timeout(self.limits.timeout + HOST_CALL_GRACE, call(warm)).await {
+            Ok((warm, Ok(result))) => {
                 self.put_back(warm);
                 Ok(result)
             }
-            Ok(Err(error)) => Err(self.classify(&warm.store, &error)),
+            Ok((warm, Err(error))) => Err(self.classify(&warm.store, &error)),
             Err(_) => Err(self.stuck()),
         }
     }
@@ -130,11 +213,17 @@ impl TransformPool {
     }
 
     async fn instantiate(&self) -> Result<Warm, Fault> {
-        let engine = self.pre.engine();
-        let mut store = Store::new(
-            engine,
-            PluginState::new(self.context.clone(), self.limits.memory),
-        );
+        let engine = match &self.pre {
+            World::Transform(pre) => pre.engine(),
+            World::Source(pre) => pre.engine(),
+            World::Sink(pre) => pre.engine(),
+        };
+        let state =
+            PluginState::new(self.context.clone(), self.limits.memory).map_err(|e| Fault {
+                kind: FaultKind::Instantiate,
+                message: format!("{e:#}"),
+            })?;
+        let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.memory);
         // At every epoch tick: yield to the scheduler so one busy plugin cannot
         // starve the others, and interrupt once the call's deadline has passed.
@@ -146,12 +235,18 @@ impl TransformPool {
             }
         });
         self.arm(&mut store);
-        match tokio::time::timeout(
-            self.limits.timeout + HOST_CALL_GRACE,
-            self.pre.instantiate_async(&mut store),
-        )
-        .await
-        {
+        let instantiate = async {
+            wasmtime::Result::Ok(match &self.pre {
+                World::Transform(pre) => {
+                    Bindings::Transform(pre.instantiate_async(&mut store).await?)
+                }
+                World::Source(pre) => Bindings::Source(pre.instantiate_async(&mut store).await?),
+                World::Sink(pre) => Bindings::Sink(pre.instantiate_async(&mut store).await?),
+            })
+        };
+        let instantiated =
+            tokio::time::timeout(self.limits.timeout + HOST_CALL_GRACE, instantiate).await;
+        match instantiated {
             Ok(Ok(bindings)) => Ok(Warm { store, bindings }),
             Ok(Err(error)) => {
                 let mut fault = self.classify(&store, &error);

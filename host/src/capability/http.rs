@@ -1,0 +1,242 @@
+//! Outbound HTTP (`wasi:http`), through one choke point that enforces
+//! `grants.http`.
+//!
+//! - The request's scheme, host and port must equal a granted origin; anything
+//!   else is refused before any DNS lookup or socket.
+//! - Every address the host name resolves to must be public: loopback,
+//!   private, link-local (169.254.169.254 included), unique-local and
+//!   unspecified addresses are refused unless the grant names that exact
+//!   address.
+//! - `Host` is a forbidden header for the guest; the host sets it from the
+//!   request's authority, so a guest cannot aim a granted connection elsewhere.
+//!
+//! Each refusal is an `HTTP request denied` error for the plugin, a warning in
+//! the log and a count in `plexus_capability_denied_total`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http_body_util::BodyExt as _;
+use wasmtime_wasi_http::{
+    Error, RequestOptions, WasiBody, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+};
+
+use crate::capability::{ConnectorContext, PluginState};
+
+/// A granted origin: `scheme://host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    /// Parse `https://erp.example.org` or `http://10.0.0.5:8080`.
+    pub fn parse(text: &str) -> Result<Origin, String> {
+        let uri: http::Uri = text.parse().map_err(|e| format!("not a URL: {e}"))?;
+        let scheme = uri.scheme_str().ok_or("no scheme")?.to_ascii_lowercase();
+        if scheme != "http" && scheme != "https" {
+            return Err(format!("scheme {scheme:?} is not http or https"));
+        }
+        if uri.path() != "/" && !uri.path().is_empty() {
+            return Err("an origin has no path".into());
+        }
+        let host = uri
+            .host()
+            .ok_or("no host")?
+            .trim_matches(['[', ']'])
+            .to_ascii_lowercase();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "https" { 443 } else { 80 });
+        Ok(Origin { scheme, host, port })
+    }
+}
+
+/// The hooks of one store: the connector's grants.
+pub struct HttpGate {
+    connector: Arc<ConnectorContext>,
+}
+
+impl HttpGate {
+    pub(super) fn new(connector: Arc<ConnectorContext>) -> Self {
+        HttpGate { connector }
+    }
+}
+
+/// Why `uri` may not be requested, if it may not.
+async fn refusal(grants: &[Origin], uri: &http::Uri) -> Option<String> {
+    let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
+    let Some(host) = uri
+        .host()
+        .map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase())
+    else {
+        return Some("request has no host".into());
+    };
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    let wanted = Origin { scheme, host, port };
+    let Some(grant) = grants.iter().find(|g| **g == wanted) else {
+        return Some(format!(
+            "{}://{}:{} is not granted",
+            wanted.scheme, wanted.host, wanted.port
+        ));
+    };
+    let granted_literal = grant.host.parse::<IpAddr>().ok();
+    let addrs: Vec<IpAddr> = match wanted.host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => match tokio::net::lookup_host((wanted.host.as_str(), wanted.port)).await {
+            Ok(addrs) => addrs.map(|a| a.ip()).collect(),
+            Err(e) => return Some(format!("cannot resolve {}: {e}", wanted.host)),
+        },
+    };
+    for ip in addrs {
+        if is_internal(ip) && granted_literal != Some(ip) {
+            return Some(format!(
+                "{} resolves to the internal address {ip}, which is granted only by name of the address itself",
+                wanted.host
+            ));
+        }
+    }
+    None
+}
+
+/// Loopback, private, link-local, shared, unique-local or unspecified.
+fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_internal(IpAddr::V4(v4)),
+            None => {
+                let first = v6.segments()[0];
+                v6.is_loopback()
+                    || v6.is_unspecified()
+                    || (first & 0xfe00) == 0xfc00
+                    || (first & 0xffc0) == 0xfe80
+            }
+        },
+    }
+}
+
+type ResponseFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<WasiBody>,
+                Box<dyn Future<Output = Result<(), Error>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl WasiHttpHooks for HttpGate {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> ResponseFuture {
+        let connector = self.connector.clone();
+        Box::new(async move {
+            if let Some(reason) = refusal(&connector.grants.http, request.uri()).await {
+                connector.denied(
+                    "http",
+                    &format!("{} {}: {reason}", request.method(), request.uri()),
+                );
+                return Err(Error::HttpRequestDenied);
+            }
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(|b| b.boxed_unsync()),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+impl WasiHttpView for PluginState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_gate,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grants(list: &[&str]) -> Vec<Origin> {
+        list.iter().map(|g| Origin::parse(g).unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn only_granted_origins_pass() {
+        let g = grants(&["http://127.0.0.1:8080", "https://localhost"]);
+        assert_eq!(
+            refusal(&g, &"http://127.0.0.1:8080/x".parse().unwrap()).await,
+            None
+        );
+        let r = refusal(&g, &"http://127.0.0.1:8081/x".parse().unwrap())
+            .await
+            .unwrap();
+        assert!(r.contains("is not granted"), "{r}");
+        let r = refusal(&g, &"http://10.1.2.3/".parse().unwrap())
+            .await
+            .unwrap();
+        assert!(r.contains("is not granted"), "{r}");
+        let r = refusal(&g, &"https://localhost/".parse().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            r.contains("internal address"),
+            "a granted name that resolves to loopback: {r}"
+        );
+    }
+
+    #[test]
+    fn internal_addresses() {
+        for ip in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(is_internal(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["93.184.216.34", "2606:2800:220:1::1"] {
+            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn origins() {
+        assert_eq!(
+            Origin::parse("https://ERP.example.org").unwrap(),
+            Origin {
+                scheme: "https".into(),
+                host: "erp.example.org".into(),
+                port: 443
+            }
+        );
+        assert!(Origin::parse("ftp://x").is_err());
+        assert!(Origin::parse("https://x/path").is_err());
+    }
+}

@@ -1,0 +1,97 @@
+//! The pull loop shared by transforms and sinks: fetch batches from the
+//! durable consumer and hand each record to a handler, at most
+//! `limits.concurrency` at a time.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::Message;
+use async_nats::jetstream::consumer::PullConsumer;
+use futures::StreamExt as _;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+/// Records asked for in one pull.
+const BATCH: usize = 256;
+/// How long one pull waits for records when the stream is idle. A stopping
+/// connector finishes its current pull, so this bounds how long a stop takes.
+const PULL_WAIT: Duration = Duration::from_millis(500);
+
+/// What a connector does with one consumed record; it must ack, nak or
+/// terminate it.
+pub(super) trait Handler: Send + Sync + 'static {
+    /// The connector's name, for logs.
+    fn name(&self) -> &str;
+    /// Handle and settle one record.
+    fn handle(self: Arc<Self>, msg: Message) -> impl Future<Output = ()> + Send;
+}
+
+/// Consume until `stop` turns true, then finish every record already taken.
+pub(super) async fn run<H: Handler>(
+    handler: Arc<H>,
+    consumer: PullConsumer,
+    concurrency: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let mut in_flight = JoinSet::new();
+    let mut pull_failures = 0u32;
+    while !*stop.borrow() {
+        let pull = consumer
+            .batch()
+            .max_messages(BATCH)
+            .expires(PULL_WAIT)
+            .messages();
+        let mut batch = tokio::select! {
+            batch = pull => batch,
+            _ = stop.changed() => break,
+        };
+        let batch = match batch.as_mut() {
+            Ok(batch) => {
+                pull_failures = 0;
+                batch
+            }
+            Err(error) => {
+                pull_failures += 1;
+                tracing::warn!(connector = %handler.name(), %error, "Pull from the bus failed; retrying.");
+                let pause = Duration::from_millis(100 * u64::from(pull_failures.min(20)));
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => continue,
+                    _ = stop.changed() => break,
+                }
+            }
+        };
+        // A pull is finished even when stopping: what the server has handed us
+        // is processed rather than left to time out.
+        while let Some(msg) = batch.next().await {
+            let msg = match msg {
+                Ok(msg) => msg,
+                Err(error) => {
+                    tracing::debug!(connector = %handler.name(), %error, "Pull ended early.");
+                    break;
+                }
+            };
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let handler = handler.clone();
+            in_flight.spawn(async move {
+                handler.handle(msg).await;
+                drop(permit);
+            });
+            while in_flight.try_join_next().is_some() {}
+        }
+    }
+    while in_flight.join_next().await.is_some() {}
+}
+
+/// Stream name, sequence and delivery count of a consumed record.
+pub(super) fn delivery_info(msg: &Message) -> Option<(String, u64, u32)> {
+    let info = msg.info().ok()?;
+    Some((
+        info.stream.to_owned(),
+        info.stream_sequence,
+        u32::try_from(info.delivered).unwrap_or(u32::MAX),
+    ))
+}

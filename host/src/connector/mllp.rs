@@ -1,0 +1,249 @@
+//! The MLLP listener: HL7 v2 over TCP, framed `<VT> message <FS><CR>`.
+//!
+//! Each message goes to the source plugin's `decode`; the sender gets
+//! `MSA|AA|<MSH-10>` only once the records are stored on the bus, `AR` with the
+//! reason for a message that can never be taken, and `AE` when it should
+//! retry. Bytes outside a frame are skipped, a frame over [`MAX_FRAME`] is
+//! refused and discarded, and a dropped connection loses only its
+//! unacknowledged message, which the sender resends.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::source::{IngestError, Source};
+
+const VT: u8 = 0x0b;
+const FS: u8 = 0x1c;
+const CR: u8 = 0x0d;
+
+/// The largest message taken, framing excluded.
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// Accept connections on `listener` until `stop`.
+pub(super) async fn serve(
+    listener: TcpListener,
+    source: Arc<Source>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.changed() => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let source = source.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = connection(stream, &source, stop).await {
+                        tracing::debug!(connector = %source.name, %peer, %error, "MLLP connection closed.");
+                    }
+                });
+            }
+            Err(error) => tracing::warn!(connector = %source.name, %error, "MLLP accept failed."),
+        }
+    }
+}
+
+/// What the framer found in the bytes so far.
+#[derive(Debug, PartialEq, Eq)]
+enum Frame {
+    /// A complete message.
+    Message(Vec<u8>),
+    /// A message over the size limit, now discarded; its start is kept to
+    /// address the refusal.
+    Oversized(Vec<u8>),
+}
+
+/// Splits a byte stream into MLLP frames.
+#[derive(Default)]
+struct Framer {
+    buffer: Vec<u8>,
+    in_frame: bool,
+    skipping: bool,
+    head: Vec<u8>,
+}
+
+impl Framer {
+    fn push(&mut self, bytes: &[u8], out: &mut Vec<Frame>) {
+        for &b in bytes {
+            if !self.in_frame {
+                // Anything outside a frame is noise.
+                if b == VT {
+                    self.in_frame = true;
+                    self.buffer.clear();
+                }
+                continue;
+            }
+            if b == VT && !self.skipping {
+                // A new start block before an end block: the old frame was truncated.
+                self.buffer.clear();
+                continue;
+            }
+            if b == CR && self.buffer.last() == Some(&FS) {
+                self.buffer.pop();
+                self.in_frame = false;
+                if self.skipping {
+                    self.skipping = false;
+                    out.push(Frame::Oversized(std::mem::take(&mut self.head)));
+                } else {
+                    out.push(Frame::Message(std::mem::take(&mut self.buffer)));
+                }
+                continue;
+            }
+            if self.skipping {
+                // Keep only the last byte, to notice FS CR.
+                self.buffer.clear();
+                self.buffer.push(b);
+                continue;
+            }
+            self.buffer.push(b);
+            if self.buffer.len() > MAX_FRAME + 1 {
+                self.skipping = true;
+                self.head = self.buffer[..self.buffer.len().min(4096)].to_vec();
+                self.buffer.clear();
+            }
+        }
+    }
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    source: &Source,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut framer = Framer::default();
+    let mut read = vec![0u8; 64 * 1024];
+    let mut frames = Vec::new();
+    loop {
+        let n = tokio::select! {
+            n = stream.read(&mut read) => n?,
+            _ = stop.changed() => return Ok(()),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        framer.push(&read[..n], &mut frames);
+        for frame in frames.drain(..) {
+            let reply = match frame {
+                Frame::Message(message) => {
+                    let code = match source.ingest(&message).await {
+                        Ok(_) => ("AA", String::new()),
+                        Err(IngestError::Rejected(reason)) => ("AR", reason),
+                        Err(IngestError::Unavailable(reason)) => ("AE", reason),
+                    };
+                    ack(&message, code.0, &code.1)
+                }
+                Frame::Oversized(head) => {
+                    ack(&head, "AR", &format!("message exceeds {} bytes", MAX_FRAME))
+                }
+            };
+            stream.write_all(&reply).await?;
+        }
+    }
+}
+
+/// An HL7 ACK for `message`, framed for MLLP.
+fn ack(message: &[u8], code: &str, text: &str) -> Vec<u8> {
+    let text_in = String::from_utf8_lossy(message);
+    let msh = text_in.split(['\r', '\n']).find(|s| s.starts_with("MSH"));
+    let separator = msh.and_then(|m| m.chars().nth(3)).unwrap_or('|');
+    let fields: Vec<&str> = msh
+        .map(|m| m.split(separator).collect())
+        .unwrap_or_default();
+    let field = |n: usize| fields.get(n - 1).copied().unwrap_or_default();
+    let (encoding, control_id, version) = (field(2), field(10), field(12));
+    let encoding = if encoding.is_empty() {
+        "^~\\&"
+    } else {
+        encoding
+    };
+    let version = if version.is_empty() { "2.5" } else { version };
+    let trigger = field(9).split('^').nth(1).unwrap_or_default();
+    let now = chrono::Utc::now().format("%Y%m%d%H%M%S");
+    // Reasons must not break the segment structure.
+    let text: String = text
+        .chars()
+        .map(|c| {
+            if c == separator || c == '\r' || c == '\n' {
+                ' '
+            } else {
+                c
+            }
+        })
+        .take(200)
+        .collect();
+    let s = separator;
+    let body = format!(
+        "MSH{s}{encoding}{s}PLEXUS{s}{s}{}{s}{}{s}{now}{s}{s}ACK^{trigger}^ACK{s}ACK-{control_id}{s}P{s}{version}\rMSA{s}{code}{s}{control_id}{s}{text}\r",
+        field(3),
+        field(4),
+    );
+    let mut framed = Vec::with_capacity(body.len() + 3);
+    framed.push(VT);
+    framed.extend_from_slice(body.as_bytes());
+    framed.extend_from_slice(&[FS, CR]);
+    framed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(chunks: &[&[u8]]) -> Vec<Frame> {
+        let mut framer = Framer::default();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            framer.push(chunk, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn frames_survive_splits_and_noise() {
+        let got = frames(&[
+            b"garbage\x0bMSH|a",
+            b"b\x1c",
+            b"\x0d\x0d\n\x0bMSH|c\x1c\x0d",
+        ]);
+        assert_eq!(
+            got,
+            vec![
+                Frame::Message(b"MSH|ab".to_vec()),
+                Frame::Message(b"MSH|c".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_restarted_frame_drops_the_truncated_one() {
+        let got = frames(&[b"\x0bMSH|trunc\x0bMSH|whole\x1c\x0d"]);
+        assert_eq!(got, vec![Frame::Message(b"MSH|whole".to_vec())]);
+    }
+
+    #[test]
+    fn oversized_frames_are_refused_and_the_next_one_is_read() {
+        let mut big = vec![VT];
+        big.extend(std::iter::repeat_n(b'x', MAX_FRAME + 10));
+        big.extend_from_slice(&[FS, CR, VT, b'o', b'k', FS, CR]);
+        let got = frames(&[&big]);
+        assert!(matches!(&got[0], Frame::Oversized(head) if head.len() == 4096));
+        assert_eq!(got[1], Frame::Message(b"ok".to_vec()));
+    }
+
+    #[test]
+    fn acks_echo_the_control_id() {
+        let ack = ack(
+            b"MSH|^~\\&|LAB|GEN|ERP|HOSP|20260101||ORM^O01|MSG00042|P|2.5\rPID|1\r",
+            "AA",
+            "",
+        );
+        let text = String::from_utf8(ack[1..ack.len() - 2].to_vec()).unwrap();
+        assert!(text.starts_with("MSH|^~\\&|PLEXUS||LAB|GEN|"), "{text}");
+        assert!(text.contains("|ACK^O01^ACK|ACK-MSG00042|P|2.5\r"), "{text}");
+        assert!(text.ends_with("MSA|AA|MSG00042|\r"), "{text}");
+    }
+}

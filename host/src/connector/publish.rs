@@ -1,0 +1,46 @@
+//! Publishing records to JetStream: send every one, then wait until each is
+//! stored. Callers ack inputs or commit cursors only after this returns Ok.
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, message::PublishMessage};
+use bytes::Bytes;
+
+/// One record on its way to the bus.
+pub(super) struct Outgoing {
+    pub(super) subject: String,
+    pub(super) headers: HeaderMap,
+    pub(super) payload: Bytes,
+}
+
+/// Publish all of `records`; the count once JetStream has stored each one
+/// (a duplicate id counts: JetStream already has it).
+pub(super) async fn publish_all(
+    js: &jetstream::Context,
+    records: Vec<Outgoing>,
+) -> Result<u64, String> {
+    let mut acks = Vec::with_capacity(records.len());
+    for record in records {
+        let publish = PublishMessage::build()
+            .payload(record.payload)
+            .headers(record.headers);
+        acks.push(
+            js.send_publish(record.subject, publish)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let n = acks.len() as u64;
+    for ack in acks {
+        ack.await.map_err(|e| e.to_string())?;
+    }
+    Ok(n)
+}
+
+/// The subject for a record with an optional topic under `to`.
+pub(super) fn subject(to: &str, topic: Option<&str>) -> Result<String, String> {
+    match topic {
+        None => Ok(to.to_owned()),
+        Some(topic) if super::record::valid_topic(topic) => Ok(format!("{to}.{topic}")),
+        Some(topic) => Err(format!("plugin returned an invalid topic {topic:?}")),
+    }
+}

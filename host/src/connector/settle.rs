@@ -1,0 +1,96 @@
+//! How a consumed record is settled when it did not simply succeed: nak with
+//! backoff, or dead-letter with the reason and then terminate.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::message::{AckKind, PublishMessage};
+use async_nats::jetstream::{self, Message};
+
+use super::record::{Lineage, header_value};
+use crate::bus::headers;
+use crate::config::Delivery;
+use crate::observe::Metrics;
+
+/// Settles records for one connector.
+pub(super) struct Settler {
+    pub(super) name: String,
+    pub(super) delivery: Delivery,
+    pub(super) js: jetstream::Context,
+    pub(super) metrics: Arc<Metrics>,
+}
+
+impl Settler {
+    /// Redeliver after the backoff for this delivery count (or `delay`).
+    pub(super) async fn nak(
+        &self,
+        msg: &Message,
+        deliveries: u32,
+        delay: Option<std::time::Duration>,
+    ) {
+        let delay = delay.unwrap_or_else(|| self.delivery.backoff_after(deliveries));
+        if let Err(error) = msg.ack_with(AckKind::Nak(Some(delay))).await {
+            tracing::warn!(connector = %self.name, %error, "Nak failed; the record returns after ack_wait.");
+        }
+    }
+
+    /// Retry later, unless this was the last allowed delivery.
+    pub(super) async fn retry_or_dead_letter(
+        &self,
+        msg: &Message,
+        lineage: &Lineage,
+        deliveries: u32,
+        reason: &str,
+        delay: Option<std::time::Duration>,
+    ) {
+        if deliveries >= self.delivery.max_deliver {
+            let reason = format!("gave up after {deliveries} deliveries: {reason}");
+            self.dead_letter(msg, lineage, deliveries, &reason).await;
+        } else {
+            tracing::debug!(connector = %self.name, record = %lineage.identity, reason, "Retryable error.");
+            self.nak(msg, deliveries, delay).await;
+        }
+    }
+
+    /// Send the original record, with why it failed, to the dead-letter
+    /// subject; terminate it only once the dead letter is stored.
+    pub(super) async fn dead_letter(
+        &self,
+        msg: &Message,
+        lineage: &Lineage,
+        deliveries: u32,
+        reason: &str,
+    ) {
+        let mut h = msg.headers.clone().unwrap_or_default();
+        let id = headers::output_id(&self.name, &format!("dlq:{}", lineage.identity), 0);
+        h.insert(headers::MSG_ID, id.as_str());
+        h.insert(headers::ERROR, header_value(reason).as_str());
+        h.insert(headers::DELIVERIES, deliveries.to_string().as_str());
+        h.insert(headers::ORIGINAL_SUBJECT, msg.subject.as_str());
+        h.insert(headers::CONNECTOR, self.name.as_str());
+        let publish = PublishMessage::build()
+            .payload(msg.payload.clone())
+            .headers(h);
+        let stored = match self
+            .js
+            .send_publish(self.delivery.dlq.clone(), publish)
+            .await
+        {
+            Ok(ack) => ack.await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match stored {
+            Ok(_) => {
+                self.metrics.dead_lettered(&self.name);
+                tracing::warn!(connector = %self.name, record = %lineage.identity, reason, "Record dead-lettered.");
+                if let Err(error) = msg.ack_with(AckKind::Term).await {
+                    tracing::warn!(connector = %self.name, %error, "Terminate failed; the record returns and is dead-lettered again (deduplicated).");
+                }
+            }
+            Err(error) => {
+                self.metrics.error(&self.name, "publish");
+                tracing::error!(connector = %self.name, record = %lineage.identity, %error, "Dead-letter publish failed; will retry.");
+                self.nak(msg, deliveries, None).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Sources: scheduled polls and inbound messages become records on the bus.
+//!
+//! A poll's records are published with ids derived from the connector and each
+//! source record id (the record's `key`), and the new cursor is committed to
+//! the `plexus-cursors` bucket only after every record is stored. A crash in
+//! between re-polls from the old cursor, and JetStream drops the duplicates.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_nats::jetstream::{self, kv};
+use tokio::sync::watch;
+
+use super::publish::{Outgoing, publish_all, subject};
+use super::record::Lineage;
+use super::schedule::Schedule;
+use crate::bindings::{PluginError, PluginRecord};
+use crate::bus::headers;
+use crate::config::Delivery;
+use crate::observe::Metrics;
+use crate::plugin::Pool;
+
+/// Why an inbound message was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// It can never be taken (undecodable): tell the sender, do not retry.
+    #[error("{0}")]
+    Rejected(String),
+    /// Not now (the bus or the plugin is unavailable): the sender should retry.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+pub(crate) struct Source {
+    pub(super) name: String,
+    pub(super) hop: String,
+    pub(super) to: String,
+    pub(super) pool: Pool,
+    pub(super) js: jetstream::Context,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) delivery: Delivery,
+    pub(super) cursors: kv::Store,
+}
+
+impl Source {
+    /// Poll on `schedule` until `stop`; a poll still running when the next is
+    /// due is never started twice, and failing polls back off.
+    pub(super) async fn run_schedule(
+        self: Arc<Self>,
+        schedule: Schedule,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut first = true;
+        let mut failures = 0u32;
+        loop {
+            let mut wait = schedule.delay(first);
+            if failures > 0 {
+                wait = wait.max(self.delivery.backoff_after(failures));
+            }
+            first = false;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => break,
+            }
+            match self.poll_once().await {
+                Ok(n) => {
+                    failures = 0;
+                    tracing::debug!(connector = %self.name, records = n, "Poll done.");
+                }
+                Err(reason) => {
+                    failures += 1;
+                    tracing::warn!(connector = %self.name, %reason, failures, "Poll failed; backing off.");
+                }
+            }
+        }
+    }
+
+    /// One poll: call the plugin with the committed cursor, publish what it
+    /// returns, then commit its new cursor.
+    pub(super) async fn poll_once(&self) -> Result<u64, String> {
+        let cursor = match self.cursors.get(&self.name).await {
+            Ok(value) => value.map(|v| String::from_utf8_lossy(&v).into_owned()),
+            Err(e) => return Err(format!("cannot read the cursor: {e}")),
+        };
+        let started = Instant::now();
+        let result = self.pool.poll(cursor.as_deref()).await;
+        self.metrics
+            .plugin_call(&self.name, started.elapsed().as_secs_f64());
+        let polled = match result {
+            Ok(Ok(polled)) => polled,
+            Ok(Err(PluginError::Retryable(reason))) => {
+                self.metrics.error(&self.name, "retryable");
+                return Err(reason);
+            }
+            Ok(Err(PluginError::Permanent(reason))) => {
+                self.metrics.error(&self.name, "permanent");
+                return Err(reason);
+            }
+            Err(fault) => {
+                self.metrics.error(&self.name, fault.kind.as_str());
+                return Err(fault.to_string());
+            }
+        };
+        let n = self
+            .publish(polled.records, "")
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(next) = polled.cursor.filter(|next| Some(next) != cursor.as_ref()) {
+            self.cursors
+                .put(&self.name, next.into_bytes().into())
+                .await
+                .map_err(|e| format!("records published, cursor not committed (they will be re-polled and de-duplicated): {e}"))?;
+        }
+        Ok(n)
+    }
+
+    /// Decode one inbound message and publish its records; returns once every
+    /// record is stored.
+    pub(crate) async fn ingest(&self, body: &[u8]) -> Result<u64, IngestError> {
+        let started = Instant::now();
+        let result = self.pool.decode(body).await;
+        self.metrics
+            .plugin_call(&self.name, started.elapsed().as_secs_f64());
+        let records = match result {
+            Ok(Ok(records)) => records,
+            Ok(Err(PluginError::Permanent(reason))) => {
+                self.metrics.error(&self.name, "permanent");
+                return Err(IngestError::Rejected(reason));
+            }
+            Ok(Err(PluginError::Retryable(reason))) => {
+                self.metrics.error(&self.name, "retryable");
+                return Err(IngestError::Unavailable(reason));
+            }
+            Err(fault) => {
+                self.metrics.error(&self.name, fault.kind.as_str());
+                return Err(IngestError::Rejected(fault.to_string()));
+            }
+        };
+        // Records without a key are identified by the message they came in.
+        let message_id = headers::trace_id(&String::from_utf8_lossy(body));
+        self.publish(records, &message_id).await
+    }
+
+    async fn publish(
+        &self,
+        records: Vec<PluginRecord>,
+        fallback_id: &str,
+    ) -> Result<u64, IngestError> {
+        self.metrics.records_in(&self.name, records.len() as u64);
+        let mut outgoing = Vec::with_capacity(records.len());
+        for (index, record) in records.into_iter().enumerate() {
+            let id = if record.key.is_empty() {
+                let payload_id = headers::trace_id(&String::from_utf8_lossy(&record.payload));
+                format!("{fallback_id}{payload_id}:{index}")
+            } else {
+                record.key.clone()
+            };
+            let lineage = Lineage::origin(&self.name, &id);
+            let subject =
+                subject(&self.to, record.topic.as_deref()).map_err(IngestError::Rejected)?;
+            outgoing.push(Outgoing {
+                subject,
+                headers: lineage.output_headers(&self.name, &self.hop, 0, &record),
+                payload: record.payload.into(),
+            });
+        }
+        match publish_all(&self.js, outgoing).await {
+            Ok(n) => {
+                self.metrics.records_out(&self.name, n);
+                Ok(n)
+            }
+            Err(reason) => {
+                self.metrics.error(&self.name, "publish");
+                Err(IngestError::Unavailable(format!(
+                    "the bus did not store the records: {reason}"
+                )))
+            }
+        }
+    }
+}
