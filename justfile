@@ -34,9 +34,9 @@ demo: build-plugins
 # Run every test: the host's unit and integration tests (real nats-server,
 # real wasm plugins), the SDK's, and the plugins' own native tests.
 test: build-plugins
-    if cargo nextest --version >/dev/null 2>&1; then cargo nextest run --workspace --no-fail-fast; else cargo test --workspace --no-fail-fast; fi
+    cd plugins && cargo test --lib --target {{host_target}}
     cargo test --doc --workspace
-    cd plugins && cargo test --target {{host_target}}
+    if cargo nextest --version >/dev/null 2>&1; then cargo nextest run --workspace --no-fail-fast; else cargo test --workspace --no-fail-fast; fi
 
 # Formatting and clippy on both workspaces.
 lint:

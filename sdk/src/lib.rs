@@ -113,7 +113,7 @@ pub mod wit {
 }
 
 pub use wit::sink::{Delivery, Outcome};
-pub use wit::source::PollResult;
+pub use wit::source::exports::plexus::connector::source_api::PollResult;
 pub use wit::transform::plexus::connector::types::{Error, Record};
 
 mod record;
@@ -170,7 +170,7 @@ macro_rules! export_transform {
 macro_rules! export_source {
     ($plugin:ident) => {
         const _: () = {
-            impl $crate::wit::source::Guest for $plugin {
+            impl $crate::wit::source::exports::plexus::connector::source_api::Guest for $plugin {
                 fn poll(
                     cursor: ::core::option::Option<::std::string::String>,
                 ) -> ::core::result::Result<$crate::PollResult, $crate::Error> {

@@ -7,6 +7,7 @@
 mod support;
 
 mod config_errors;
+mod connectors;
 mod delivery;
 mod faults;
 mod lifecycle;

@@ -43,8 +43,8 @@ pub fn plugin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "--quiet", "--manifest-path"])
-            .arg(repo_root().join("plugins/Cargo.toml"))
+            .args(["build", "--release", "--quiet", "--target", "wasm32-wasip2"])
+            .current_dir(repo_root().join("plugins"))
             .env_remove("CARGO_TARGET_DIR")
             .env_remove("RUSTFLAGS")
             .status()
@@ -275,6 +275,10 @@ pub struct HostProcess {
 
 impl HostProcess {
     pub fn spawn(args: &[&str], dir: &Path) -> HostProcess {
+        HostProcess::spawn_with_env(args, dir, &[])
+    }
+
+    pub fn spawn_with_env(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> HostProcess {
         let stderr_file = dir.join(format!(
             "plexus-{}.log",
             std::time::SystemTime::now()
@@ -285,6 +289,7 @@ impl HostProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_plexus"))
             .args(args)
             .env("PLEXUS_NATS_SERVER", nats_server_binary())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_file).expect("log file"))

@@ -134,7 +134,8 @@ impl EmbeddedNats {
         Ok(())
     }
 
-    fn kill(&mut self) {
+    /// Stop the server hard (SIGKILL), as in a crash; `restart` brings it back.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -8,7 +8,7 @@ const MAX_LINE: usize = 4096;
 
 impl Host for PluginState {
     fn log(&mut self, level: Level, message: String) {
-        let mut message = message;
+        let mut message = super::redact(&self.connector.secrets, &message);
         if message.len() > MAX_LINE {
             let mut cut = MAX_LINE;
             while !message.is_char_boundary(cut) {

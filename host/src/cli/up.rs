@@ -12,6 +12,10 @@ use crate::host::{Host, HostError};
 pub(super) async fn run(file: &Path) -> Result<(), HostError> {
     let config = Config::load(file)?;
     let watched: watch::Watched = Arc::new(Mutex::new(watched_files(&config)));
+    // Watch from the moment the config was read: an edit made while the host
+    // starts is picked up as soon as it is running.
+    let mut triggers = watch::spawn(watched.clone())?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(anyhow::Error::from)?;
     let mut host = Host::start(config).await?;
     // One line on stdout when ready: scripts and tests wait for it.
     println!(
@@ -23,8 +27,6 @@ pub(super) async fn run(file: &Path) -> Result<(), HostError> {
             .unwrap_or_default()
     );
 
-    let mut triggers = watch::spawn(watched.clone())?;
-    let mut terminate = signal(SignalKind::terminate()).map_err(anyhow::Error::from)?;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,

@@ -109,7 +109,7 @@ impl Running {
             )
             .with_context(|| format!("connector {name}"))?,
         );
-        let pool = Pool::new(plugin.world.clone(), context, spec.limits.clone());
+        let pool = Pool::new(plugin.world.clone(), context.clone(), spec.limits.clone());
         pool.warm_up().await.with_context(|| {
             format!(
                 "connector {name}: plugin {} cannot start",
@@ -123,6 +123,7 @@ impl Running {
             delivery: spec.delivery.clone(),
             js: bus.js.clone(),
             metrics: shared.metrics.clone(),
+            secrets: context.clone(),
         };
         let mut inbound = None;
         let task = match spec.kind {

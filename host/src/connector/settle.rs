@@ -8,6 +8,7 @@ use async_nats::jetstream::{self, Message};
 
 use super::record::{Lineage, header_value};
 use crate::bus::headers;
+use crate::capability::{ConnectorContext, redact};
 use crate::config::Delivery;
 use crate::observe::Metrics;
 
@@ -17,6 +18,8 @@ pub(super) struct Settler {
     pub(super) delivery: Delivery,
     pub(super) js: jetstream::Context,
     pub(super) metrics: Arc<Metrics>,
+    /// Granted secret values, redacted from every reason.
+    pub(super) secrets: Arc<ConnectorContext>,
 }
 
 impl Settler {
@@ -60,6 +63,7 @@ impl Settler {
         deliveries: u32,
         reason: &str,
     ) {
+        let reason = &redact(&self.secrets.secrets, reason);
         let mut h = msg.headers.clone().unwrap_or_default();
         let id = headers::output_id(&self.name, &format!("dlq:{}", lineage.identity), 0);
         h.insert(headers::MSG_ID, id.as_str());

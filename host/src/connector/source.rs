@@ -16,6 +16,7 @@ use super::record::Lineage;
 use super::schedule::Schedule;
 use crate::bindings::{PluginError, PluginRecord};
 use crate::bus::headers;
+use crate::capability::redact;
 use crate::config::Delivery;
 use crate::observe::Metrics;
 use crate::plugin::Pool;
@@ -69,6 +70,7 @@ impl Source {
                 }
                 Err(reason) => {
                     failures += 1;
+                    let reason = redact(&self.pool.context().secrets, &reason);
                     tracing::warn!(connector = %self.name, %reason, failures, "Poll failed; backing off.");
                 }
             }
@@ -117,6 +119,14 @@ impl Source {
     /// Decode one inbound message and publish its records; returns once every
     /// record is stored.
     pub(crate) async fn ingest(&self, body: &[u8]) -> Result<u64, IngestError> {
+        let secrets = &self.pool.context().secrets;
+        self.decode_and_publish(body).await.map_err(|e| match e {
+            IngestError::Rejected(reason) => IngestError::Rejected(redact(secrets, &reason)),
+            IngestError::Unavailable(reason) => IngestError::Unavailable(redact(secrets, &reason)),
+        })
+    }
+
+    async fn decode_and_publish(&self, body: &[u8]) -> Result<u64, IngestError> {
         let started = Instant::now();
         let result = self.pool.decode(body).await;
         self.metrics

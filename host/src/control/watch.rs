@@ -34,8 +34,10 @@ pub fn spawn(files: Watched) -> anyhow::Result<mpsc::Receiver<Trigger>> {
             }
         }
     });
+    // The baseline is taken now, not in the task: a change made right after
+    // this returns must count as a change.
+    let mut last = fingerprint(&files);
     tokio::spawn(async move {
-        let mut last = fingerprint(&files);
         let mut tick = tokio::time::interval(POLL);
         loop {
             tick.tick().await;

@@ -13,7 +13,8 @@ use futures::future::BoxFuture;
 
 use super::World;
 use crate::bindings::sink::{Delivery, Outcome, Sink};
-use crate::bindings::source::{PollResult, Source};
+use crate::bindings::source::Source;
+use crate::bindings::source::exports::plexus::connector::source_api::PollResult;
 use crate::bindings::transform::Transform;
 use crate::bindings::{PluginError, PluginRecord};
 use crate::capability::{ConnectorContext, PluginState};
@@ -141,7 +142,11 @@ impl Pool {
         self.run(|mut warm| {
             Box::pin(async move {
                 let result = match &warm.bindings {
-                    Bindings::Source(b) => b.call_poll(&mut warm.store, cursor).await,
+                    Bindings::Source(b) => {
+                        b.plexus_connector_source_api()
+                            .call_poll(&mut warm.store, cursor)
+                            .await
+                    }
                     _ => Err(wrong_world("poll")),
                 };
                 (warm, result)
@@ -158,7 +163,11 @@ impl Pool {
         self.run(|mut warm| {
             Box::pin(async move {
                 let result = match &warm.bindings {
-                    Bindings::Source(b) => b.call_decode(&mut warm.store, input).await,
+                    Bindings::Source(b) => {
+                        b.plexus_connector_source_api()
+                            .call_decode(&mut warm.store, input)
+                            .await
+                    }
                     _ => Err(wrong_world("decode")),
                 };
                 (warm, result)
