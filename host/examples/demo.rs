@@ -1,26 +1,44 @@
-//! `just demo`: start a host with its embedded bus and the json-filter
-//! reference plugin, push sample purchase orders through, print what flowed.
+//! `just demo`: start a host with its embedded bus and four reference
+//! connectors (file-drop → json-filter → http-post, and an MLLP listener),
+//! push sample data through, and print what flowed.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use async_nats::jetstream::{self, consumer};
+use axum::extract::State;
+use axum::http::HeaderMap;
 use futures::StreamExt as _;
 use plexus_host::config::Config;
 use plexus_host::host::Host;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// What the mock ERP received: (idempotency key, body).
+type Received = Arc<Mutex<Vec<(String, String)>>>;
+
+const HL7: [&str; 3] = [
+    "MSH|^~\\&|LAB|ST-MARYS|PLEXUS|HQ|20260522083000||OMS^O05^OMS_O05|REQ-5001|P|2.5\rORC|NW|REQ-5001\rRQD|1|4471^Sterile gauze 4x4||20|BX\r",
+    "MSH|^~\\&|LAB|ST-MARYS|PLEXUS|HQ|20260522083100||OMS^O05^OMS_O05|REQ-5002|P|2.5\rORC|NW|REQ-5002\rRQD|1|8812^Nitrile gloves M||40|BX\r",
+    "this line is not HL7",
+];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let config = Config::load(&root.join("demo/plexus.toml"))?;
-    let connector = config.connectors[0].clone();
-    let (from, to) = (
-        connector.from.clone().unwrap_or_default(),
-        connector.to.clone().unwrap_or_default(),
-    );
     // A fresh store each run, so the counts below are this run's.
     let _ = std::fs::remove_dir_all(config.data_dir.join("nats"));
+
+    let received = Received::default();
+    let erp = axum::Router::new()
+        .route("/orders", axum::routing::post(erp_orders))
+        .with_state(received.clone());
+    let erp_listener = tokio::net::TcpListener::bind("127.0.0.1:17701")
+        .await
+        .context("the mock ERP needs 127.0.0.1:17701")?;
+    tokio::spawn(async move { axum::serve(erp_listener, erp).await });
 
     println!("Plexus demo");
     let host = Host::start(config).await?;
@@ -29,28 +47,21 @@ async fn main() -> anyhow::Result<()> {
         .context("the demo config uses the embedded bus")?
         .to_owned();
     println!("  bus        embedded nats-server at {url}");
-    println!(
-        "  connector  {} (json-filter): {from} -> {to}.{{large,standard}}",
-        connector.name
-    );
     println!("  metrics    http://{}/metrics", host.http_addr());
+    println!("  connectors st-marys-outbox (file-drop)  demo/outbox/*.jsonl -> raw.demo.po");
+    println!("             po-router (json-filter)      raw.demo.po -> demo.po.{{large,standard}}");
+    println!(
+        "             erp-large-orders (http-post) demo.po.large -> http://127.0.0.1:17701/orders"
+    );
+    println!("             lab-hl7 (mllp)               mllp://127.0.0.1:12575 -> raw.demo.hl7");
 
     let js = jetstream::new(async_nats::connect(&url).await?);
-    let orders = std::fs::read_to_string(root.join("demo/orders.jsonl"))?;
-    let mut published = 0;
-    for (i, line) in orders.lines().filter(|l| !l.trim().is_empty()).enumerate() {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("demo-order-{i}").as_str());
-        js.publish_with_headers(from.clone(), headers, line.to_owned().into())
-            .await?
-            .await?;
-        published += 1;
-    }
-    println!("\npublished {published} purchase orders to {from}");
+    wait_for(&js, "raw.demo.po", 8).await?;
+    wait_drained(&js, "raw.demo.po", "po-router").await?;
+    wait_drained(&js, "demo.po.large", "erp-large-orders").await?;
 
-    wait_drained(&js, &from, &connector.name).await?;
-    println!("\nrouted records:");
-    for msg in read_all(&js, &format!("{to}.>")).await? {
+    println!("\n1. the outbox file's 8 orders were picked up and routed:");
+    for msg in read_all(&js, "demo.po.>").await? {
         let order: serde_json::Value = serde_json::from_slice(&msg.payload)?;
         println!(
             "  {:<18} {}  {:>10} {}  ({})",
@@ -61,39 +72,128 @@ async fn main() -> anyhow::Result<()> {
             order["supplier"].as_str().unwrap_or("?"),
         );
     }
-    let dlq = &connector.delivery.dlq;
-    println!("\ndead letters on {dlq}:");
-    for msg in read_all(&js, dlq).await? {
-        let error = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Plexus-Error"))
-            .map(|v| v.as_str().to_owned());
+    println!(
+        "  drafts and cancellations were filtered out; one line that is not JSON was dead-lettered:"
+    );
+    for msg in read_all(&js, "dlq.po-router").await? {
         println!(
-            "  {:?}\n    reason: {}",
+            "  dlq.po-router      {:?}\n                     reason: {}",
             String::from_utf8_lossy(&msg.payload),
-            error.unwrap_or_default()
+            header(&msg, "Plexus-Error")
+        );
+    }
+
+    println!("\n2. the large orders were POSTed to the ERP, each with an Idempotency-Key:");
+    for (key, body) in received.lock().map(|r| r.clone()).unwrap_or_default() {
+        let order: serde_json::Value = serde_json::from_str(&body)?;
+        println!(
+            "  ERP got {}  Idempotency-Key {key}",
+            order["po_number"].as_str().unwrap_or("?")
+        );
+    }
+
+    println!("\n3. HL7 v2 over MLLP; the ACK comes only once the message is stored:");
+    let mut lab = tokio::net::TcpStream::connect("127.0.0.1:12575").await?;
+    for message in HL7 {
+        lab.write_all(&[&[0x0b], message.as_bytes(), &[0x1c, 0x0d]].concat())
+            .await?;
+        let ack = read_frame(&mut lab).await?;
+        let msa = ack
+            .split('\r')
+            .find(|s| s.starts_with("MSA"))
+            .unwrap_or_default()
+            .to_owned();
+        println!(
+            "  sent {:<38} ack {msa}",
+            message
+                .split('\r')
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(38)
+                .collect::<String>()
+        );
+    }
+    for msg in read_all(&js, "raw.demo.hl7").await? {
+        println!(
+            "  raw.demo.hl7       {} ({})",
+            header(&msg, "Plexus-Key"),
+            header(&msg, "HL7-Message-Type")
         );
     }
 
     let metrics = host.metrics().encode();
-    let sample = |name: &str| {
-        let prefix = format!("{name}{{connector=\"{}\"}} ", connector.name);
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .unwrap_or("0")
-            .to_owned()
-    };
-    println!(
-        "\nmetrics: records in {}, out {}, dead-lettered {} (drafts and cancellations were filtered out)",
-        sample("plexus_records_in_total"),
-        sample("plexus_records_out_total"),
-        sample("plexus_dlq_total")
-    );
-    println!("look further: `plexus up -c demo/plexus.toml` runs the same host until Ctrl-C;");
-    println!("              its /metrics and the streams PLEXUS_* on the bus show the flow.");
+    println!("\nmetrics (records in / out / dead-lettered):");
+    for name in [
+        "st-marys-outbox",
+        "po-router",
+        "erp-large-orders",
+        "lab-hl7",
+    ] {
+        let sample = |metric: &str| {
+            let prefix = format!("{metric}{{connector=\"{name}\"}} ");
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .unwrap_or("0")
+                .to_owned()
+        };
+        println!(
+            "  {name:<18} {} / {} / {}",
+            sample("plexus_records_in_total"),
+            sample("plexus_records_out_total"),
+            sample("plexus_dlq_total")
+        );
+    }
+    println!("\nlook further: `plexus up -c demo/plexus.toml` runs the same host until Ctrl-C;");
+    println!("              /metrics and the PLEXUS_* streams on the bus show the flow.");
     host.shutdown().await;
+    Ok(())
+}
+
+async fn erp_orders(
+    State(received): State<Received>,
+    headers: HeaderMap,
+    body: String,
+) -> axum::http::StatusCode {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if let Ok(mut received) = received.lock() {
+        received.push((key, body));
+    }
+    axum::http::StatusCode::CREATED
+}
+
+fn header(msg: &jetstream::Message, name: &str) -> String {
+    msg.headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default()
+}
+
+async fn read_frame(stream: &mut tokio::net::TcpStream) -> anyhow::Result<String> {
+    let mut frame = Vec::new();
+    let mut byte = [0u8; 1];
+    while !frame.ends_with(&[0x1c, 0x0d]) {
+        stream.read_exact(&mut byte).await?;
+        frame.push(byte[0]);
+    }
+    Ok(String::from_utf8_lossy(&frame).into_owned())
+}
+
+/// Wait until `subject` holds `n` records.
+async fn wait_for(js: &jetstream::Context, subject: &str, n: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read_all(js, subject).await.map(|m| m.len()).unwrap_or(0) < n {
+        if Instant::now() > deadline {
+            bail!("{subject} did not reach {n} records within 30s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(())
 }
 
@@ -110,7 +210,7 @@ async fn wait_drained(js: &jetstream::Context, from: &str, name: &str) -> anyhow
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("the connector did not finish within 30s");
+            bail!("connector {name} did not finish within 30s");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

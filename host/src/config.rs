@@ -19,7 +19,9 @@
 //! | `listen` | a source fed from outside: `"http"` (`POST /ingest/<name>`) or `"mllp://0.0.0.0:2575"` | |
 //! | `config` | string table handed to the plugin | empty |
 //! | `emits` | schema ids the connector emits | empty |
-//! | `grants.http`, `grants.files`, `grants.secrets` | capabilities; nothing unless listed | empty |
+//! | `grants.http` | outbound origins, `scheme://host[:port]` | none |
+//! | `grants.files` | directories, `path:ro` or `path:rw`; the plugin sees each at the path as written | none |
+//! | `grants.secrets` | secret names the plugin may read | none |
 //! | `limits.memory` | linear memory cap per instance | `64MiB` |
 //! | `limits.timeout` | wall-clock budget per plugin call | `2s` |
 //! | `limits.concurrency` | instances working in parallel | `4` |
@@ -120,6 +122,9 @@ pub struct ConnectorSpec {
     pub emits: Vec<String>,
     /// Capabilities granted.
     pub grants: Grants,
+    /// Host directory of each `grants.files` entry, in order (relative ones
+    /// resolved against the config file's directory).
+    pub file_dirs: Vec<PathBuf>,
     /// Resource limits.
     pub limits: Limits,
     /// Retry and dead-letter policy.
@@ -405,18 +410,40 @@ fn validate_connector(
         }
     }
     for file in &c.grants.files {
-        if !(file.ends_with(":ro") || file.ends_with(":rw")) {
+        let Some(dir) = file
+            .strip_suffix(":ro")
+            .or_else(|| file.strip_suffix(":rw"))
+        else {
             return Err(fail(format!(
                 "grants.files {file:?} must end in :ro or :rw"
+            )));
+        };
+        if !resolve(Path::new(dir)).is_dir() {
+            return Err(fail(format!(
+                "grants.files {file:?}: {} is not a directory",
+                resolve(Path::new(dir)).display()
             )));
         }
     }
     for origin in &c.grants.http {
-        if !(origin.starts_with("http://") || origin.starts_with("https://")) {
-            return Err(fail(format!(
-                "grants.http {origin:?} must be scheme://host[:port]"
-            )));
-        }
+        crate::capability::Origin::parse(origin)
+            .map_err(|e| fail(format!("grants.http {origin:?}: {e}")))?;
+    }
+    if let Some(schedule) = &c.schedule {
+        crate::connector::Schedule::parse(schedule)
+            .map_err(|e| fail(format!("schedule {schedule:?}: {e}")))?;
+    }
+    if let Some(listen) = c.listen.as_deref().filter(|l| *l != "http") {
+        let addr = listen.strip_prefix("mllp://").ok_or_else(|| {
+            fail(format!(
+                "listen {listen:?} must be \"http\" or \"mllp://<address>:<port>\""
+            ))
+        })?;
+        addr.parse::<std::net::SocketAddr>().map_err(|_| {
+            fail(format!(
+                "listen {listen:?}: {addr} is not an address like 0.0.0.0:2575"
+            ))
+        })?;
     }
 
     let limits = Limits {
@@ -488,6 +515,12 @@ fn validate_connector(
         listen: c.listen,
         config: c.config,
         emits: c.emits,
+        file_dirs: c
+            .grants
+            .files
+            .iter()
+            .map(|f| resolve(Path::new(f.rsplit_once(':').map_or(f.as_str(), |(d, _)| d))))
+            .collect(),
         grants: c.grants,
         limits,
         delivery,

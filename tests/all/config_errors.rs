@@ -202,3 +202,44 @@ fn up_without_a_bus_or_nats_server_says_how_to_get_one() {
         "{stderr}"
     );
 }
+
+#[test]
+fn bad_sources_and_grants_are_refused() {
+    let source = |body: &str| {
+        format!(
+            "[[connector]]\nname = \"feed\"\nkind = \"source\"\nplugin = \"{}\"\nto = \"raw.feed\"\n{body}\n",
+            plugin("mllp").display()
+        )
+    };
+    let err = refuse("check", &source("schedule = \"every tuesday\""));
+    assert!(
+        err.contains("connector \"feed\": schedule \"every tuesday\": not an interval"),
+        "{err}"
+    );
+    let err = refuse("check", &source("listen = \"tcp://0.0.0.0:1\""));
+    assert!(
+        err.contains("listen \"tcp://0.0.0.0:1\" must be \"http\" or \"mllp://"),
+        "{err}"
+    );
+    let err = refuse(
+        "check",
+        &source("listen = \"http\"\n[connector.grants]\nfiles = [\"/no/such/dir:ro\"]"),
+    );
+    assert!(
+        err.contains("grants.files \"/no/such/dir:ro\": /no/such/dir is not a directory"),
+        "{err}"
+    );
+    let err = refuse(
+        "check",
+        &source("listen = \"http\"\n[connector.grants]\nhttp = [\"ftp://erp\"]"),
+    );
+    assert!(
+        err.contains("grants.http \"ftp://erp\": scheme \"ftp\" is not http or https"),
+        "{err}"
+    );
+    let err = refuse("check", &source("listen = \"http\"\nschedule = \"5m\""));
+    assert!(
+        err.contains("a source needs exactly one of `schedule` or `listen`"),
+        "{err}"
+    );
+}

@@ -33,8 +33,9 @@ use crate::observe::Metrics;
 pub struct Granted {
     /// Outbound HTTP origins.
     pub http: Vec<Origin>,
-    /// Directories, each preopened at the same path inside the sandbox; `true` if writable.
-    pub files: Vec<(PathBuf, bool)>,
+    /// Directories: host path, the path the plugin sees (as written in the
+    /// grant), and whether it is writable.
+    pub files: Vec<(PathBuf, String, bool)>,
     /// Secret names.
     pub secrets: Vec<String>,
 }
@@ -74,9 +75,10 @@ impl ConnectorContext {
             .grants
             .files
             .iter()
-            .filter_map(|f| {
-                let (dir, mode) = f.rsplit_once(':')?;
-                Some((PathBuf::from(dir), mode == "rw"))
+            .zip(&spec.file_dirs)
+            .filter_map(|(grant, host)| {
+                let (guest, mode) = grant.rsplit_once(':')?;
+                Some((host.clone(), guest.to_owned(), mode == "rw"))
             })
             .collect();
         let secrets = secrets::resolve(&spec.grants.secrets, secrets_file)?;
@@ -128,15 +130,14 @@ impl PluginState {
     /// sockets; only the granted directories are visible.
     pub fn new(connector: Arc<ConnectorContext>, memory: usize) -> anyhow::Result<Self> {
         let mut wasi = WasiCtx::builder();
-        for (dir, writable) in &connector.grants.files {
+        for (host, guest, writable) in &connector.grants.files {
             let perms = if *writable {
                 FsPerms::ReadWrite
             } else {
                 FsPerms::ReadOnly
             };
-            let guest = dir.to_string_lossy();
-            wasi.preopened_dir(dir, guest.as_ref(), perms)
-                .map_err(|e| anyhow::anyhow!("grants.files {}: {e}", dir.display()))?;
+            wasi.preopened_dir(host, guest, perms)
+                .map_err(|e| anyhow::anyhow!("grants.files {}: {e}", host.display()))?;
         }
         Ok(PluginState {
             wasi: wasi.build(),

@@ -10,7 +10,13 @@ use clap::{Parser, Subcommand};
 
 /// Plexus runs sandboxed WebAssembly connectors on NATS JetStream.
 #[derive(Debug, Parser)]
-#[command(name = "plexus", version, about, long_about = None)]
+#[command(
+    name = "plexus",
+    version,
+    about,
+    long_about = None,
+    after_help = "Examples:\n  plexus check -c demo/plexus.toml   validate a config and its plugins\n  plexus up -c demo/plexus.toml      run until Ctrl-C; SIGHUP or editing the file reloads\n\nExit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid config.\nLogs go to stderr; set PLEXUS_LOG (e.g. PLEXUS_LOG=debug) to change the level."
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -92,10 +92,10 @@ impl Source for HttpPoll {
                 if let Some(version) = resource["meta"]["versionId"].as_str() {
                     key = format!("{key}/_history/{version}");
                 }
-                if let Some(updated) = resource["meta"]["lastUpdated"].as_str() {
-                    if updated > watermark.as_str() {
-                        watermark = updated.to_owned();
-                    }
+                if let Some(updated) = resource["meta"]["lastUpdated"].as_str()
+                    && updated > watermark.as_str()
+                {
+                    watermark = updated.to_owned();
                 }
                 let payload =
                     serde_json::to_vec(&resource).map_err(|e| Error::Permanent(e.to_string()))?;
