@@ -400,14 +400,13 @@ fn validate_connector(
         }
     }
     for schema in &c.emits {
-        let ok = schema
-            .split_once('/')
-            .is_some_and(|(n, v)| !n.is_empty() && v.parse::<u32>().is_ok());
-        if !ok {
-            return Err(fail(format!(
-                "emits {schema:?} is not a schema id like \"purchase-order/1\""
-            )));
+        if !crate::contract::is_known(schema) {
+            let known: Vec<&str> = crate::contract::known().collect();
+            return Err(fail(format!("emits {schema:?}: no such schema (known: {})", known.join(", "))));
         }
+    }
+    if !c.emits.is_empty() && c.kind == Kind::Sink {
+        return Err(fail("a sink publishes nothing, so it takes no `emits`".into()));
     }
     for file in &c.grants.files {
         let Some(dir) = file

@@ -10,6 +10,7 @@ pub mod capability;
 pub mod cli;
 pub mod config;
 pub mod connector;
+pub mod contract;
 pub mod control;
 pub mod engine;
 pub mod host;

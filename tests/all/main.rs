@@ -8,6 +8,7 @@ mod support;
 
 mod config_errors;
 mod connectors;
+mod contracts;
 mod delivery;
 mod faults;
 mod lifecycle;

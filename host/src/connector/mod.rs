@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 use crate::bus::Bus;
 use crate::capability::ConnectorContext;
 use crate::config::{ConnectorSpec, Kind};
+use crate::contract::Contracts;
 use crate::observe::Metrics;
 use crate::plugin::{Plugin, Pool};
 pub use mllp::MAX_FRAME as MLLP_MAX_FRAME;
@@ -116,6 +117,7 @@ impl Running {
                 plugin.path.display()
             )
         })?;
+        let contracts = Contracts::compile(&spec.emits).with_context(|| format!("connector {name}: emits"))?;
         let (stop, stopped) = watch::channel(false);
         let hop = format!("{name}@{}", plugin.version());
         let settler = || settle::Settler {
@@ -139,6 +141,7 @@ impl Running {
                     to,
                     pool,
                     settle: settler(),
+                    contracts,
                 });
                 tokio::spawn(consume::run(
                     handler,
@@ -178,6 +181,7 @@ impl Running {
                     metrics: shared.metrics.clone(),
                     delivery: spec.delivery.clone(),
                     cursors: bus.cursor_bucket().await?,
+                    contracts,
                 });
                 match (&spec.schedule, spec.listen.as_deref()) {
                     (Some(schedule), _) => {

@@ -19,6 +19,7 @@ use crate::bus::headers;
 use crate::capability::redact;
 use crate::config::Delivery;
 use crate::observe::Metrics;
+use crate::contract::Contracts;
 use crate::plugin::Pool;
 
 /// Why an inbound message was not taken.
@@ -41,6 +42,7 @@ pub(crate) struct Source {
     pub(super) metrics: Arc<Metrics>,
     pub(super) delivery: Delivery,
     pub(super) cursors: kv::Store,
+    pub(super) contracts: Arc<Contracts>,
 }
 
 impl Source {
@@ -158,7 +160,12 @@ impl Source {
     ) -> Result<u64, IngestError> {
         self.metrics.records_in(&self.name, records.len() as u64);
         let mut outgoing = Vec::with_capacity(records.len());
-        for (index, record) in records.into_iter().enumerate() {
+        for (index, mut record) in records.into_iter().enumerate() {
+            // One bad record refuses the whole poll or message: the cursor
+            // stays, and the sender or the next poll sees the reason.
+            self.contracts
+                .check(&mut record)
+                .map_err(|violation| IngestError::Rejected(format!("record {index} {violation}")))?;
             let id = if record.key.is_empty() {
                 let payload_id = headers::trace_id(&String::from_utf8_lossy(&record.payload));
                 format!("{fallback_id}{payload_id}:{index}")

@@ -18,6 +18,7 @@ use super::publish::{Outgoing, publish_all, subject};
 use super::record::{Lineage, to_plugin_record};
 use super::settle::Settler;
 use crate::bindings::{PluginError, PluginRecord};
+use crate::contract::Contracts;
 use crate::plugin::Pool;
 
 pub(super) struct Transform {
@@ -26,6 +27,7 @@ pub(super) struct Transform {
     pub(super) to: String,
     pub(super) pool: Pool,
     pub(super) settle: Settler,
+    pub(super) contracts: Arc<Contracts>,
 }
 
 impl Handler for Transform {
@@ -107,7 +109,8 @@ impl Transform {
         outputs
             .into_iter()
             .enumerate()
-            .map(|(index, output)| {
+            .map(|(index, mut output)| {
+                self.contracts.check(&mut output).map_err(|violation| format!("output {index} {violation}"))?;
                 Ok(Outgoing {
                     subject: subject(&self.to, output.topic.as_deref())?,
                     headers: lineage.output_headers(&self.settle.name, &self.hop, index, &output),
