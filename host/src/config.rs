@@ -402,11 +402,16 @@ fn validate_connector(
     for schema in &c.emits {
         if !crate::contract::is_known(schema) {
             let known: Vec<&str> = crate::contract::known().collect();
-            return Err(fail(format!("emits {schema:?}: no such schema (known: {})", known.join(", "))));
+            return Err(fail(format!(
+                "emits {schema:?}: no such schema (known: {})",
+                known.join(", ")
+            )));
         }
     }
     if !c.emits.is_empty() && c.kind == Kind::Sink {
-        return Err(fail("a sink publishes nothing, so it takes no `emits`".into()));
+        return Err(fail(
+            "a sink publishes nothing, so it takes no `emits`".into(),
+        ));
     }
     for file in &c.grants.files {
         let Some(dir) = file

@@ -15,18 +15,39 @@ use crate::bindings::PluginRecord;
 /// Every released schema: id and text. A released schema is never edited; a
 /// change is a new version added beside it.
 const SCHEMAS: &[(&str, &str)] = &[
-    ("goods-receipt/1", include_str!("../../schemas/goods-receipt/1.json")),
-    ("inventory-balance/1", include_str!("../../schemas/inventory-balance/1.json")),
-    ("inventory-txn/1", include_str!("../../schemas/inventory-txn/1.json")),
+    (
+        "goods-receipt/1",
+        include_str!("../../schemas/goods-receipt/1.json"),
+    ),
+    (
+        "inventory-balance/1",
+        include_str!("../../schemas/inventory-balance/1.json"),
+    ),
+    (
+        "inventory-txn/1",
+        include_str!("../../schemas/inventory-txn/1.json"),
+    ),
     ("invoice/1", include_str!("../../schemas/invoice/1.json")),
     ("item/1", include_str!("../../schemas/item/1.json")),
     ("location/1", include_str!("../../schemas/location/1.json")),
-    ("match-exception/1", include_str!("../../schemas/match-exception/1.json")),
+    (
+        "match-exception/1",
+        include_str!("../../schemas/match-exception/1.json"),
+    ),
     ("po-ack/1", include_str!("../../schemas/po-ack/1.json")),
-    ("purchase-order/1", include_str!("../../schemas/purchase-order/1.json")),
-    ("ship-notice/1", include_str!("../../schemas/ship-notice/1.json")),
+    (
+        "purchase-order/1",
+        include_str!("../../schemas/purchase-order/1.json"),
+    ),
+    (
+        "ship-notice/1",
+        include_str!("../../schemas/ship-notice/1.json"),
+    ),
     ("supplier/1", include_str!("../../schemas/supplier/1.json")),
-    ("time-entry/1", include_str!("../../schemas/time-entry/1.json")),
+    (
+        "time-entry/1",
+        include_str!("../../schemas/time-entry/1.json"),
+    ),
     ("worker/1", include_str!("../../schemas/worker/1.json")),
 ];
 
@@ -57,7 +78,8 @@ impl Contracts {
                 .map(|(_, text)| *text)
                 .ok_or_else(|| anyhow::anyhow!("no schema {id}"))?;
             let schema: serde_json::Value = serde_json::from_str(text)?;
-            let validator = jsonschema::validator_for(&schema).map_err(|e| anyhow::anyhow!("schema {id}: {e}"))?;
+            let validator = jsonschema::validator_for(&schema)
+                .map_err(|e| anyhow::anyhow!("schema {id}: {e}"))?;
             validators.insert(id.clone(), validator);
         }
         Ok(Arc::new(Contracts { validators }))
@@ -73,13 +95,19 @@ impl Contracts {
             record.schema = self.validators.keys().next().cloned();
         }
         let Some(schema) = record.schema.as_deref() else {
-            return Err(format!("the record names no schema; the connector emits {}", self.declared()));
+            return Err(format!(
+                "the record names no schema; the connector emits {}",
+                self.declared()
+            ));
         };
         let Some(validator) = self.validators.get(schema) else {
-            return Err(format!("schema {schema} is not among the connector's emits ({})", self.declared()));
+            return Err(format!(
+                "schema {schema} is not among the connector's emits ({})",
+                self.declared()
+            ));
         };
-        let value: serde_json::Value =
-            serde_json::from_slice(&record.payload).map_err(|e| format!("{schema}: the payload is not JSON: {e}"))?;
+        let value: serde_json::Value = serde_json::from_slice(&record.payload)
+            .map_err(|e| format!("{schema}: the payload is not JSON: {e}"))?;
         match validator.iter_errors(&value).next() {
             None => Ok(()),
             Some(error) => {
@@ -91,7 +119,11 @@ impl Contracts {
     }
 
     fn declared(&self) -> String {
-        self.validators.keys().cloned().collect::<Vec<_>>().join(", ")
+        self.validators
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -132,16 +164,33 @@ mod tests {
     fn the_first_violation_is_named() {
         let contracts = Contracts::compile(&["worker/1".into(), "time-entry/1".into()]).unwrap();
         let bad = WORKER.replace("\"active\"", "\"asleep\"");
-        let err = contracts.check(&mut record(Some("worker/1"), &bad)).unwrap_err();
+        let err = contracts
+            .check(&mut record(Some("worker/1"), &bad))
+            .unwrap_err();
         assert!(err.starts_with("violates worker/1 at /status:"), "{err}");
         let err = contracts.check(&mut record(None, WORKER)).unwrap_err();
         assert!(err.starts_with("the record names no schema"), "{err}");
-        let err = contracts.check(&mut record(Some("invoice/1"), WORKER)).unwrap_err();
-        assert!(err.starts_with("schema invoice/1 is not among the connector's emits"), "{err}");
-        let err = contracts.check(&mut record(Some("worker/1"), "{")).unwrap_err();
-        assert!(err.starts_with("worker/1: the payload is not JSON"), "{err}");
+        let err = contracts
+            .check(&mut record(Some("invoice/1"), WORKER))
+            .unwrap_err();
+        assert!(
+            err.starts_with("schema invoice/1 is not among the connector's emits"),
+            "{err}"
+        );
+        let err = contracts
+            .check(&mut record(Some("worker/1"), "{"))
+            .unwrap_err();
+        assert!(
+            err.starts_with("worker/1: the payload is not JSON"),
+            "{err}"
+        );
         let float = WORKER.replace("\"W1\",\"name\"", "\"W1\",\"hours\":7.5,\"name\"");
-        let err = contracts.check(&mut record(Some("worker/1"), &float)).unwrap_err();
-        assert!(err.contains("hours"), "unknown fields are violations: {err}");
+        let err = contracts
+            .check(&mut record(Some("worker/1"), &float))
+            .unwrap_err();
+        assert!(
+            err.contains("hours"),
+            "unknown fields are violations: {err}"
+        );
     }
 }

@@ -118,6 +118,10 @@ pub use wit::transform::plexus::connector::types::{Error, Record};
 
 mod record;
 
+/// The canonical model's serde types (feature `canonical`).
+#[cfg(feature = "canonical")]
+pub use plexus_canonical as canonical;
+
 pub mod config;
 pub mod kv;
 pub mod log;

@@ -117,7 +117,8 @@ impl Running {
                 plugin.path.display()
             )
         })?;
-        let contracts = Contracts::compile(&spec.emits).with_context(|| format!("connector {name}: emits"))?;
+        let contracts =
+            Contracts::compile(&spec.emits).with_context(|| format!("connector {name}: emits"))?;
         let (stop, stopped) = watch::channel(false);
         let hop = format!("{name}@{}", plugin.version());
         let settler = || settle::Settler {

@@ -18,8 +18,8 @@ use crate::bindings::{PluginError, PluginRecord};
 use crate::bus::headers;
 use crate::capability::redact;
 use crate::config::Delivery;
-use crate::observe::Metrics;
 use crate::contract::Contracts;
+use crate::observe::Metrics;
 use crate::plugin::Pool;
 
 /// Why an inbound message was not taken.
@@ -163,9 +163,9 @@ impl Source {
         for (index, mut record) in records.into_iter().enumerate() {
             // One bad record refuses the whole poll or message: the cursor
             // stays, and the sender or the next poll sees the reason.
-            self.contracts
-                .check(&mut record)
-                .map_err(|violation| IngestError::Rejected(format!("record {index} {violation}")))?;
+            self.contracts.check(&mut record).map_err(|violation| {
+                IngestError::Rejected(format!("record {index} {violation}"))
+            })?;
             let id = if record.key.is_empty() {
                 let payload_id = headers::trace_id(&String::from_utf8_lossy(&record.payload));
                 format!("{fallback_id}{payload_id}:{index}")

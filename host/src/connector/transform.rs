@@ -110,7 +110,9 @@ impl Transform {
             .into_iter()
             .enumerate()
             .map(|(index, mut output)| {
-                self.contracts.check(&mut output).map_err(|violation| format!("output {index} {violation}"))?;
+                self.contracts
+                    .check(&mut output)
+                    .map_err(|violation| format!("output {index} {violation}"))?;
                 Ok(Outgoing {
                     subject: subject(&self.to, output.topic.as_deref())?,
                     headers: lineage.output_headers(&self.settle.name, &self.hop, index, &output),
