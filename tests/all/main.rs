@@ -11,6 +11,7 @@ mod connectors;
 mod contracts;
 mod delivery;
 mod faults;
+mod formats;
 mod lifecycle;
 mod plugins;
 mod reload;

@@ -17,6 +17,7 @@ const TESTED: &[(&str, &str)] = &[
     ("json-filter", "plugins::json_filter_keeps_drops_and_routes"),
     ("mllp", "connectors::mllp_*, connectors::http_ingest_*"),
     ("testkit", "delivery, faults, lifecycle and reload"),
+    ("x12", "formats::*"),
 ];
 
 #[test]
