@@ -139,3 +139,65 @@ async fn canonical_purchase_orders_become_850s() {
     );
     host.shutdown().await;
 }
+
+const STOCK_MAPPING: &str = r#"
+[connector.config]
+entity = "inventory-balance/1"
+delimiter = ";"
+decimal_separator = ","
+date_format = "%d/%m/%Y"
+key = "Artikel"
+"map.item.identifiers.0.value" = "Artikel"
+"set.item.identifiers.0.system" = "legacy:st-marys"
+"map.item.description" = "Bezeichnung"
+"map.location.identifiers.0.value" = "Lager"
+"set.location.identifiers.0.system" = "legacy:st-marys"
+"map.on_hand" = "Bestand"
+"map.available" = "Verfuegbar"
+"map.uom" = "ME"
+"map.as_of" = "Stichtag"
+decimals = "on_hand,available"
+timestamps = "as_of"
+source_system = "legacy:st-marys"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_csv_export_becomes_canonical_inventory_balances() {
+    let bus = TestBus::start().await;
+    bus.stream("CSV", "raw.csv").await;
+    let csv =
+        std::fs::read(repo_root().join("plugins/csv-map/fixtures/st-marys-stock.csv")).unwrap();
+    let csv = String::from_utf8(csv).unwrap();
+    bus.publish_range("raw.csv", 0..2, |i| {
+        if i == 0 {
+            csv.clone()
+        } else {
+            csv.replace("1.840,5", "lots")
+        }
+    })
+    .await;
+    let connector = format!(
+        "[[connector]]\nname = \"stock\"\nkind = \"transform\"\nplugin = \"{}\"\nfrom = \"raw.csv\"\nto = \"canon\"\nemits = [\"inventory-balance/1\"]\n{STOCK_MAPPING}",
+        plugin("csv-map").display()
+    );
+    let file = write_config(bus.dir.path(), Some(bus.url()), &connector);
+    let host = start_host(&file).await;
+    bus.wait_drained("raw.csv", "stock").await;
+
+    let out = bus.messages("canon.inventory_balance").await;
+    assert_eq!(
+        out.len(),
+        2,
+        "rows of the good file; nothing of the bad one"
+    );
+    let first: serde_json::Value = serde_json::from_slice(&out[0].payload).unwrap();
+    assert_eq!(first["on_hand"], "1840.5");
+    assert_eq!(first["item"]["description"], "Kompresse 10x10; steril");
+    assert_eq!(first["as_of"], "2026-05-24T00:00:00Z");
+    let dead = bus.messages("dlq.stock").await;
+    assert_eq!(
+        header(&dead[0], "Plexus-Error").unwrap(),
+        "line 2, field on_hand: \"lots\" is not a decimal"
+    );
+    host.shutdown().await;
+}

@@ -6,6 +6,10 @@ use crate::support::*;
 /// Plugins and the tests that run them inside the host.
 const TESTED: &[(&str, &str)] = &[
     (
+        "csv-map",
+        "formats::a_legacy_csv_export_becomes_canonical_inventory_balances",
+    ),
+    (
         "file-drop",
         "connectors::file_drops_are_taken_once_and_never_while_being_written, connectors::grants_*",
     ),
