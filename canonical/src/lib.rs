@@ -309,6 +309,206 @@ pub struct InventoryBalance {
 }
 entity!(InventoryBalance, "inventory-balance/1", "inventory_balance");
 
+/// `goods-receipt/1`: goods received at a location.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoodsReceipt {
+    /// Business key.
+    pub receipt_number: String,
+    /// When the goods arrived.
+    pub received_at: String,
+    /// Where.
+    pub location: Party,
+    /// Lines.
+    pub lines: Vec<ReceiptLine>,
+    /// Provenance.
+    pub provenance: Provenance,
+}
+entity!(GoodsReceipt, "goods-receipt/1", "goods_receipt");
+
+/// One received line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptLine {
+    /// The order received against.
+    pub po_number: String,
+    /// Its line.
+    pub po_line: String,
+    /// The item.
+    pub item: ItemRef,
+    /// Quantity received.
+    pub quantity_received: String,
+    /// Quantity accepted.
+    pub quantity_accepted: String,
+    /// Unit of measure.
+    pub uom: String,
+}
+
+/// `inventory-txn/1`: one inventory movement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryTxn {
+    /// The item.
+    pub item: ItemRef,
+    /// Where.
+    pub location: Party,
+    /// Signed change (issues are negative).
+    pub quantity_delta: String,
+    /// Unit of measure.
+    pub uom: String,
+    /// issue, receipt, adjust, count, transfer, waste or return.
+    pub txn_type: String,
+    /// When.
+    pub occurred_at: String,
+    /// Charged cost center.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_center: Option<String>,
+    /// Lot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lot: Option<String>,
+    /// Provenance.
+    pub provenance: Provenance,
+}
+entity!(InventoryTxn, "inventory-txn/1", "inventory_txn");
+
+/// `item/1`: an item master record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Item {
+    /// Internal item id: the business key.
+    pub item_id: String,
+    /// Identifiers.
+    pub identifiers: Vec<Identifier>,
+    /// Description.
+    pub description: String,
+    /// Base unit of measure.
+    pub base_uom: String,
+    /// Packaging levels.
+    pub packs: Vec<Pack>,
+    /// UNSPSC code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unspsc: Option<String>,
+    /// Whether it is stocked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stocked: Option<bool>,
+    /// Whether it is charged to patients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient_chargeable: Option<bool>,
+    /// Provenance.
+    pub provenance: Provenance,
+}
+entity!(Item, "item/1", "item");
+
+/// One packaging level of an item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pack {
+    /// Unit of measure of the pack.
+    pub uom: String,
+    /// Base units in it.
+    pub quantity: String,
+    /// GTIN of the pack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtin: Option<String>,
+}
+
+/// `supplier/1` and `location/1`: an organisation or place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Organization {
+    /// Identifiers.
+    pub identifiers: Vec<Identifier>,
+    /// Name.
+    pub name: String,
+    /// Address, one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The organisation or place it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Party>,
+    /// Provenance.
+    pub provenance: Provenance,
+}
+
+/// `supplier/1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Supplier(pub Organization);
+entity!(Supplier, "supplier/1", "supplier");
+
+/// `location/1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Location(pub Organization);
+entity!(Location, "location/1", "location");
+
+/// `worker/1`: a member of staff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Worker {
+    /// Business key.
+    pub worker_id: String,
+    /// Name.
+    pub name: String,
+    /// active, inactive, leave or terminated.
+    pub status: String,
+    /// Job code.
+    pub job_code: String,
+    /// Home cost center.
+    pub home_cost_center: String,
+    /// Provenance.
+    pub provenance: Provenance,
+}
+entity!(Worker, "worker/1", "worker");
+
+/// `time-entry/1`: hours worked by one worker on one day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeEntry {
+    /// The worker.
+    pub worker_id: String,
+    /// The day.
+    pub work_date: String,
+    /// Hours, decimal.
+    pub hours: String,
+    /// Pay code.
+    pub pay_code: String,
+    /// Cost center charged.
+    pub cost_center: String,
+    /// Provenance.
+    pub provenance: Provenance,
+}
+entity!(TimeEntry, "time-entry/1", "time_entry");
+
+/// `match-exception/1`: a three-way-match or SLA exception.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchException {
+    /// Business key.
+    pub exception_id: String,
+    /// Exception code, e.g. `price_mismatch`.
+    pub code: String,
+    /// info, warning or critical.
+    pub severity: String,
+    /// The order concerned.
+    pub po_number: String,
+    /// The facility.
+    pub facility: Party,
+    /// UNSPSC segment or item category.
+    pub category: String,
+    /// Money at risk.
+    pub exposure: Money,
+    /// What was found.
+    pub detail: String,
+    /// When.
+    pub detected_at: String,
+    /// Ids of the records involved.
+    pub refs: Vec<String>,
+    /// Provenance.
+    pub provenance: Provenance,
+}
+entity!(MatchException, "match-exception/1", "match_exception");
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -145,6 +145,123 @@ mod tests {
     const WORKER: &str = r#"{"worker_id":"W1","name":"Ada","status":"active","job_code":"RN","home_cost_center":"CC-100",
         "provenance":{"source_system":"hr","source_record_id":"W1","received_at":"2026-05-22T08:00:00Z"}}"#;
 
+    /// The serde types of `plexus-canonical` produce records their schemas accept.
+    #[test]
+    fn canonical_types_match_their_schemas() {
+        use plexus_canonical::*;
+        let prov = Provenance {
+            source_system: "erp".into(),
+            source_record_id: "1".into(),
+            control_number: None,
+            received_at: "2026-05-22T08:00:00Z".into(),
+        };
+        let id = Identifier::new("gtin", "00614141000036");
+        let item = ItemRef {
+            identifiers: vec![id.clone()],
+            description: "Gauze".into(),
+        };
+        let party = Party {
+            identifiers: vec![Identifier::new("gln", "0614141000012")],
+            name: Some("Main stores".into()),
+        };
+        let money = Money {
+            amount: "10.00".into(),
+            currency: "USD".into(),
+        };
+        fn check<E: Entity>(entity: &E) {
+            let contracts = Contracts::compile(&[E::SCHEMA.to_owned()]).unwrap();
+            let mut r = record(None, &serde_json::to_string(entity).unwrap());
+            assert_eq!(contracts.check(&mut r), Ok(()), "{}", E::SCHEMA);
+        }
+        let org = Organization {
+            identifiers: vec![id.clone()],
+            name: "Medline".into(),
+            address: None,
+            parent: Some(party.clone()),
+            provenance: prov.clone(),
+        };
+        check(&Supplier(org.clone()));
+        check(&Location(org));
+        check(&GoodsReceipt {
+            receipt_number: "GR-1".into(),
+            received_at: "2026-05-22T08:00:00Z".into(),
+            location: party.clone(),
+            lines: vec![ReceiptLine {
+                po_number: "PO-1".into(),
+                po_line: "1".into(),
+                item: item.clone(),
+                quantity_received: "10".into(),
+                quantity_accepted: "9".into(),
+                uom: "EA".into(),
+            }],
+            provenance: prov.clone(),
+        });
+        check(&InventoryTxn {
+            item: item.clone(),
+            location: party.clone(),
+            quantity_delta: "-2".into(),
+            uom: "EA".into(),
+            txn_type: "issue".into(),
+            occurred_at: "2026-05-22T08:00:00Z".into(),
+            cost_center: Some("CC-1".into()),
+            lot: None,
+            provenance: prov.clone(),
+        });
+        check(&Item {
+            item_id: "4471".into(),
+            identifiers: vec![id],
+            description: "Gauze".into(),
+            base_uom: "EA".into(),
+            packs: vec![Pack {
+                uom: "BX".into(),
+                quantity: "50".into(),
+                gtin: None,
+            }],
+            unspsc: None,
+            stocked: Some(true),
+            patient_chargeable: None,
+            provenance: prov.clone(),
+        });
+        check(&Worker {
+            worker_id: "W1".into(),
+            name: "Ada".into(),
+            status: "active".into(),
+            job_code: "RN".into(),
+            home_cost_center: "CC-1".into(),
+            provenance: prov.clone(),
+        });
+        check(&TimeEntry {
+            worker_id: "W1".into(),
+            work_date: "2026-05-22".into(),
+            hours: "7.5".into(),
+            pay_code: "REG".into(),
+            cost_center: "CC-1".into(),
+            provenance: prov.clone(),
+        });
+        check(&MatchException {
+            exception_id: "E1".into(),
+            code: "price_mismatch".into(),
+            severity: "warning".into(),
+            po_number: "PO-1".into(),
+            facility: party.clone(),
+            category: "42".into(),
+            exposure: money.clone(),
+            detail: "price 12.00 vs 10.00".into(),
+            detected_at: "2026-05-22T08:00:00Z".into(),
+            refs: vec!["invoice:1".into()],
+            provenance: prov.clone(),
+        });
+        check(&InventoryBalance {
+            item,
+            location: party,
+            on_hand: "1".into(),
+            available: "1".into(),
+            uom: "EA".into(),
+            as_of: "2026-05-22T08:00:00Z".into(),
+            provenance: prov,
+        });
+    }
+
     #[test]
     fn every_schema_compiles() {
         let all: Vec<String> = known().map(str::to_owned).collect();
