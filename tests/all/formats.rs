@@ -201,3 +201,40 @@ async fn a_legacy_csv_export_becomes_canonical_inventory_balances() {
     );
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hl7_messages_become_canonical_records_that_satisfy_their_schemas() {
+    let bus = TestBus::start().await;
+    bus.stream("HL7", "raw.hl7").await;
+    let read = |name: &str| {
+        std::fs::read_to_string(repo_root().join("plugins/hl7v2/fixtures").join(name)).unwrap()
+    };
+    let messages = [
+        read("requisition.hl7"),
+        read("batch.hl7"),
+        "MSH|^~\\&|A|B|C|D|20260522||ADT^A01|X|P|2.5\r".to_owned(),
+    ];
+    bus.publish_range("raw.hl7", 0..messages.len(), |i| messages[i].clone())
+        .await;
+    let connector = format!(
+        "[[connector]]\nname = \"hl7-in\"\nkind = \"transform\"\nplugin = \"{}\"\nfrom = \"raw.hl7\"\nto = \"canon\"\n\
+         emits = [\"purchase-order/1\", \"item/1\", \"inventory-txn/1\", \"worker/1\"]\n",
+        plugin("hl7v2").display()
+    );
+    let file = write_config(bus.dir.path(), Some(bus.url()), &connector);
+    let host = start_host(&file).await;
+    bus.wait_drained("raw.hl7", "hl7-in").await;
+
+    assert_eq!(bus.count("canon.purchase_order").await, 1);
+    assert_eq!(bus.count("canon.item").await, 2);
+    assert_eq!(bus.count("canon.inventory_txn").await, 2);
+    assert_eq!(bus.count("canon.worker").await, 1);
+    let dead = bus.messages("dlq.hl7-in").await;
+    assert_eq!(dead.len(), 1, "only the unsupported message");
+    assert!(
+        header(&dead[0], "Plexus-Error")
+            .unwrap()
+            .contains("message type ADT^A01 is not supported")
+    );
+    host.shutdown().await;
+}
