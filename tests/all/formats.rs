@@ -238,3 +238,41 @@ async fn hl7_messages_become_canonical_records_that_satisfy_their_schemas() {
     );
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fhir_r4_and_r5_bundles_become_canonical_records_that_satisfy_their_schemas() {
+    let bus = TestBus::start().await;
+    bus.stream("FHIR", "raw.fhir").await;
+    let read = |name: &str| {
+        std::fs::read_to_string(repo_root().join("plugins/fhir/fixtures").join(name)).unwrap()
+    };
+    let bundles = [read("r4-bundle.json"), read("r5-bundle.json")];
+    bus.publish_range("raw.fhir", 0..2, |i| bundles[i].clone())
+        .await;
+    let connector = format!(
+        "[[connector]]\nname = \"fhir-in\"\nkind = \"transform\"\nplugin = \"{}\"\nfrom = \"raw.fhir\"\nto = \"canon\"\n\
+         emits = [\"purchase-order/1\", \"goods-receipt/1\", \"inventory-balance/1\", \"item/1\", \"location/1\", \"supplier/1\", \"worker/1\"]\n",
+        plugin("fhir").display()
+    );
+    let file = write_config(bus.dir.path(), Some(bus.url()), &connector);
+    let host = start_host(&file).await;
+    bus.wait_drained("raw.fhir", "fhir-in").await;
+
+    assert_eq!(
+        bus.count("dlq.fhir-in").await,
+        0,
+        "every record satisfied its schema"
+    );
+    for (topic, n) in [
+        ("purchase_order", 2),
+        ("goods_receipt", 2),
+        ("inventory_balance", 2),
+        ("item", 1),
+        ("location", 1),
+        ("supplier", 1),
+        ("worker", 1),
+    ] {
+        assert_eq!(bus.count(&format!("canon.{topic}")).await, n, "{topic}");
+    }
+    host.shutdown().await;
+}

@@ -13,6 +13,7 @@ const TESTED: &[(&str, &str)] = &[
         "file-drop",
         "connectors::file_drops_are_taken_once_and_never_while_being_written, connectors::grants_*",
     ),
+    ("fhir", "formats::fhir_r4_and_r5_bundles_*"),
     ("hl7v2", "formats::hl7_messages_*"),
     ("http-poll", "connectors::polling_five_pages_*"),
     (
