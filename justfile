@@ -38,6 +38,12 @@ test: build-plugins
     cargo test --doc --workspace
     if cargo nextest --version >/dev/null 2>&1; then cargo nextest run --workspace --no-fail-fast; else cargo test --workspace --no-fail-fast; fi
 
+# Fuzz the parsers (config, MLLP framing, X12, HL7 v2, FHIR, CSV) with many
+# more generated inputs than `just test` runs; no input may panic.
+fuzz cases="20000": setup
+    PROPTEST_CASES={{cases}} cargo test -p plexus-host --lib fuzz_
+    cd plugins && PROPTEST_CASES={{cases}} cargo test --lib --target {{host_target}} fuzz_
+
 # Formatting and clippy on both workspaces.
 lint:
     cargo fmt --all --check

@@ -637,6 +637,14 @@ mod tests {
         assert!(parse_bytes("MiB").is_err());
     }
 
+    proptest::proptest! {
+        /// Fuzz: any text is a config or an error, never a panic.
+        #[test]
+        fn fuzz_any_text_is_a_config_or_an_error(text in "(\\[\\[connector\\]\\]\n|\\[host\\]\n|[a-z_.]{1,12} = (\"[a-z0-9.>* :/-]{0,16}\"|[0-9]{1,3}|\\[\"[a-z0-9]{0,4}\"\\]|\\{ [a-z]{1,4} = \"x\" \\})\n){0,16}") {
+            let _ = Config::parse(Path::new("/tmp/fuzz.toml"), &text);
+        }
+    }
+
     #[test]
     fn backoff_repeats_the_last_step() {
         let d = Delivery {

@@ -234,6 +234,20 @@ mod tests {
         assert_eq!(got[1], Frame::Message(b"ok".to_vec()));
     }
 
+    proptest::proptest! {
+        /// Fuzz: any byte stream, in any chunks, frames without panicking,
+        /// and every ACK built from what it finds is framed.
+        #[test]
+        fn fuzz_any_stream_frames_without_panicking(chunks in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), 0..16)) {
+            let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+            for frame in frames(&refs) {
+                let (Frame::Message(m) | Frame::Oversized(m)) = frame;
+                let reply = ack(&m, "AA", "");
+                proptest::prop_assert!(reply.starts_with(&[VT]) && reply.ends_with(&[FS, CR]));
+            }
+        }
+    }
+
     #[test]
     fn acks_echo_the_control_id() {
         let ack = ack(

@@ -450,6 +450,14 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Fuzz: any file maps or gives an error, never a panic.
+        #[test]
+        fn fuzz_arbitrary_files_never_panic(text in "[A-Za-z0-9;,\"\r\n ./-]{0,300}") {
+            let _ = balances().rows(text.as_bytes(), "t");
+        }
+    }
+
     #[test]
     fn headerless_files_use_positions() {
         let pairs = [

@@ -137,3 +137,11 @@ fn malformed_resources_say_what_and_where() {
         "SupplyDelivery/d: basedOn names no order"
     );
 }
+
+proptest::proptest! {
+    /// Fuzz: any JSON-ish text converts or gives an error, never a panic.
+    #[test]
+    fn fuzz_arbitrary_json_never_panics(text in r#"\{("resourceType":"(Bundle|SupplyRequest|SupplyDelivery|InventoryReport|Practitioner)",)?("[a-zA-Z]{1,12}":(\[|\{|"[a-z0-9:-]{0,12}"|[0-9]{1,4}|null|true)[,\]\}]{0,2}){0,12}\}"#) {
+        let _ = convert(text.as_bytes(), "fhir", AT);
+    }
+}

@@ -146,6 +146,14 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Fuzz: any bytes split into messages or give an error, never a panic.
+        #[test]
+        fn fuzz_arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = split(&bytes);
+        }
+    }
+
     #[test]
     fn garbage_is_refused_with_where() {
         assert_eq!(

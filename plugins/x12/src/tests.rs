@@ -293,3 +293,26 @@ proptest! {
         prop_assert_eq!(parsed, po);
     }
 }
+
+proptest! {
+    /// Fuzz: arbitrary bytes give records or an error, never a panic.
+    #[test]
+    fn fuzz_arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let _ = inbound(&bytes, None, AT);
+    }
+
+    /// Fuzz: a real interchange with bytes changed, dropped or repeated.
+    #[test]
+    fn fuzz_mutated_interchanges_never_panic(edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..8)) {
+        let mut bytes = std::fs::read(format!("{}/fixtures/supplier-005010.x12", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        for (at, byte, op) in edits {
+            let i = at.index(bytes.len());
+            match op {
+                0 => bytes[i] = byte,
+                1 => { bytes.remove(i); }
+                _ => bytes.insert(i, byte),
+            }
+        }
+        let _ = inbound(&bytes, None, AT);
+    }
+}
