@@ -1,6 +1,7 @@
-//! `just demo`: start a host with its embedded bus and four reference
-//! connectors (file-drop → json-filter → http-post, and an MLLP listener),
-//! push sample data through, and print what flowed.
+//! `just demo`: start a host with its embedded bus and the reference
+//! connectors (file drops, a filter, an ERP sink, an MLLP listener, and the
+//! X12 and HL7 v2 mappings to the canonical model), push sample data
+//! through, and print what flowed.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -18,9 +19,10 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 /// What the mock ERP received: (idempotency key, body).
 type Received = Arc<Mutex<Vec<(String, String)>>>;
 
-const HL7: [&str; 3] = [
-    "MSH|^~\\&|LAB|ST-MARYS|PLEXUS|HQ|20260522083000||OMS^O05^OMS_O05|REQ-5001|P|2.5\rORC|NW|REQ-5001\rRQD|1|4471^Sterile gauze 4x4||20|BX\r",
-    "MSH|^~\\&|LAB|ST-MARYS|PLEXUS|HQ|20260522083100||OMS^O05^OMS_O05|REQ-5002|P|2.5\rORC|NW|REQ-5002\rRQD|1|8812^Nitrile gloves M||40|BX\r",
+const HL7: [&str; 4] = [
+    "MSH|^~\\&|LAB|ST-MARYS|PLEXUS|HQ|20260522083000||OMS^O05^OMS_O05|REQ-5001|P|2.5\rORC|NW|REQ-5001|||||||202605220830||||||||||||ST MARYS LAB\rRQD|1|4471^Sterile gauze 4x4^LAB|||20|BX\rRQ1|6.25||||\r",
+    "MSH|^~\\&|LAB|ST-MARYS|PLEXUS|HQ|20260522083100||OMS^O05^OMS_O05|REQ-5002|P|2.5\rORC|NW|REQ-5002|||||||202605220830||||||||||||ST MARYS LAB\rRQD|1|8812^Nitrile gloves M^LAB|||40|BX\r",
+    "MSH|^~\\&|MMIS|ST-MARYS|PLEXUS|HQ|20260522091500||MFN^M16^MFN_M16|ITEM-77|P|2.6\rMFE|MAD|1|20260522|4471\rITM|4471|Sterile gauze 4x4|A||42311505^Gauze^UNSPSC||||MDS1955||Y\rPKG|1|EA||1\rPKG|2|BX||50\r",
     "this line is not HL7",
 ];
 
@@ -54,6 +56,9 @@ async fn main() -> anyhow::Result<()> {
         "             erp-large-orders (http-post) demo.po.large -> http://127.0.0.1:17701/orders"
     );
     println!("             lab-hl7 (mllp)               mllp://127.0.0.1:12575 -> raw.demo.hl7");
+    println!("             hl7-canonical (hl7v2)        raw.demo.hl7 -> canon.<entity>");
+    println!("             edi-inbox (file-drop)        demo/edi/*.x12 -> raw.demo.x12");
+    println!("             edi-canonical (x12)          raw.demo.x12 -> canon.<entity>");
 
     let js = jetstream::new(async_nats::connect(&url).await?);
     wait_for(&js, "raw.demo.po", 8).await?;
@@ -122,6 +127,32 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    wait_for(&js, "raw.demo.x12", 2).await?;
+    wait_drained(&js, "raw.demo.x12", "edi-canonical").await?;
+    wait_drained(&js, "raw.demo.hl7", "hl7-canonical").await?;
+    println!(
+        "\n4. X12 (850, 855, 856, 810) and HL7 v2 became canonical records, each checked against its schema:"
+    );
+    for msg in read_all(&js, "canon.>").await? {
+        let record: serde_json::Value = serde_json::from_slice(&msg.payload)?;
+        println!(
+            "  {:<24} {:<22} {:<20} from {}",
+            msg.subject.as_str(),
+            header(&msg, "Plexus-Key"),
+            header(&msg, "Plexus-Schema"),
+            record["provenance"]["source_system"]
+                .as_str()
+                .unwrap_or("?")
+        );
+    }
+    if let Some(invoice) = read_all(&js, "canon.invoice").await?.first() {
+        let record: serde_json::Value = serde_json::from_slice(&invoice.payload)?;
+        println!(
+            "  the invoice, as finance sees it:\n{}",
+            indent(&serde_json::to_string_pretty(&record)?)
+        );
+    }
+
     let metrics = host.metrics().encode();
     println!("\nmetrics (records in / out / dead-lettered):");
     for name in [
@@ -129,6 +160,9 @@ async fn main() -> anyhow::Result<()> {
         "po-router",
         "erp-large-orders",
         "lab-hl7",
+        "hl7-canonical",
+        "edi-inbox",
+        "edi-canonical",
     ] {
         let sample = |metric: &str| {
             let prefix = format!("{metric}{{connector=\"{name}\"}} ");
@@ -165,6 +199,13 @@ async fn erp_orders(
         received.push((key, body));
     }
     axum::http::StatusCode::CREATED
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn header(msg: &jetstream::Message, name: &str) -> String {
