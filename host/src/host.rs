@@ -33,6 +33,9 @@ pub enum HostError {
         /// Why.
         error: LoadError,
     },
+    /// A command was used wrongly (a missing input file, a bad plugin).
+    #[error("{0}")]
+    Usage(String),
     /// The embedded bus was wanted but there is no `nats-server`.
     #[error(transparent)]
     NoNatsServer(#[from] embedded::NotFound),
@@ -45,7 +48,10 @@ impl HostError {
     /// 2 for mistakes the user can fix in their config or set-up, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            HostError::Config(_) | HostError::Plugin { .. } | HostError::NoNatsServer(_) => 2,
+            HostError::Config(_)
+            | HostError::Plugin { .. }
+            | HostError::NoNatsServer(_)
+            | HostError::Usage(_) => 2,
             HostError::Runtime(_) => 1,
         }
     }

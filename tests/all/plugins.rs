@@ -114,3 +114,61 @@ async fn json_filter_names_a_bad_rule() {
     );
     host.shutdown().await;
 }
+
+#[test]
+fn plexus_test_runs_a_plugin_on_sample_files() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_plexus"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let fixture = repo_root().join("plugins/x12/fixtures/orders-004010.x12");
+    let out = run(&[
+        "test",
+        plugin("x12").to_str().unwrap(),
+        "-i",
+        fixture.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("orders-004010.x12: 2 record(s)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("-- key \"PO-778812\", topic purchase_order, schema purchase-order/1"),
+        "{stdout}"
+    );
+
+    let out = run(&[
+        "test",
+        plugin("mllp").to_str().unwrap(),
+        "--kind",
+        "source",
+        "-i",
+        fixture.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a plugin error is a runtime failure"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("permanent error: segment 1: "),
+        "the reason is shown"
+    );
+
+    let out = run(&[
+        "test",
+        plugin("x12").to_str().unwrap(),
+        "-i",
+        "no-such-file.x12",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error: input no-such-file.x12: "));
+}

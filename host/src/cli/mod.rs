@@ -1,6 +1,7 @@
 //! The `plexus` command line: one file per subcommand.
 
 mod check;
+mod test;
 mod up;
 
 use std::path::PathBuf;
@@ -15,7 +16,7 @@ use clap::{Parser, Subcommand};
     version,
     about,
     long_about = None,
-    after_help = "Examples:\n  plexus check -c demo/plexus.toml   validate a config and its plugins\n  plexus up -c demo/plexus.toml      run until Ctrl-C; SIGHUP or editing the file reloads\n\nExit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid config.\nLogs go to stderr; set PLEXUS_LOG (e.g. PLEXUS_LOG=debug) to change the level."
+    after_help = "Examples:\n  plexus check -c demo/plexus.toml   validate a config and its plugins\n  plexus up -c demo/plexus.toml      run until Ctrl-C; SIGHUP or editing the file reloads\n  plexus test x12.wasm -i order.x12  run a plugin on a sample file\n\nExit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid config.\nLogs go to stderr; set PLEXUS_LOG (e.g. PLEXUS_LOG=debug) to change the level."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -31,6 +32,36 @@ enum Command {
     Up(ConfigArg),
     /// Validate the config and every plugin (world, imports, limits) without running anything.
     Check(ConfigArg),
+    /// Run a plugin on sample inputs and print the records it produces.
+    ///
+    /// Transforms get each file as one record; sources (`--kind source`) get it
+    /// through `decode`, as a listener would hand it over. No bus: kv is
+    /// unavailable and nothing is granted.
+    Test(TestArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TestArgs {
+    /// The plugin component (.wasm).
+    plugin: PathBuf,
+    /// Input files, one record each.
+    #[arg(short, long = "input", required = true, num_args = 1..)]
+    inputs: Vec<PathBuf>,
+    /// The plugin's kind.
+    #[arg(long, default_value = "transform", value_parser = parse_kind)]
+    kind: crate::config::Kind,
+    /// A config entry for the plugin, `key=value`; repeatable.
+    #[arg(short, long = "config", value_parser = test::key_value)]
+    config: Vec<(String, String)>,
+}
+
+fn parse_kind(text: &str) -> Result<crate::config::Kind, String> {
+    match text {
+        "transform" => Ok(crate::config::Kind::Transform),
+        "source" => Ok(crate::config::Kind::Source),
+        "sink" => Ok(crate::config::Kind::Sink),
+        other => Err(format!("{other:?} is not transform, source or sink")),
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -57,6 +88,9 @@ impl Cli {
             match self.command {
                 Command::Up(args) => up::run(&args.config).await,
                 Command::Check(args) => check::run(&args.config).await,
+                Command::Test(args) => {
+                    test::run(&args.plugin, args.kind, &args.inputs, &args.config).await
+                }
             }
         });
         match result {

@@ -2,6 +2,7 @@
 //! kind, and keeping warm instances.
 
 pub mod cache;
+pub mod local;
 mod pool;
 
 use std::path::{Path, PathBuf};
