@@ -49,3 +49,9 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
     cd plugins && cargo fmt --all --check && cargo clippy --all-targets -- -D warnings
+
+# Benchmarks (release build): per-record plugin call costs, written to bench/RESULTS.md.
+bench: build-plugins
+    cargo bench -p plexus-host --bench plugins -- --output-format bencher | tee target/bench.txt
+    python3 bench/report.py target/bench.txt > bench/RESULTS.md
+    @echo "wrote bench/RESULTS.md"
