@@ -14,8 +14,14 @@ use plexus_host::engine::Runtime;
 use plexus_host::plugin::local::LocalPlugin;
 
 fn plugin(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../plugins/target/wasm32-wasip2/release/{name}.wasm"));
-    assert!(path.is_file(), "{} is missing: run `just build-plugins`", path.display());
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "../plugins/target/wasm32-wasip2/release/{name}.wasm"
+    ));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `just build-plugins`",
+        path.display()
+    );
     path
 }
 
@@ -27,7 +33,11 @@ fn purchase_order_850(lines: usize) -> String {
         "N1*SE*MEDLINE INDUSTRIES*1*007901234".to_owned(),
     ];
     for n in 1..=lines {
-        body.push(format!("PO1*{n}*{}*CS*{}.50**UK*00614141000036*VN*MDS{n:04}", n * 2, 10 + n));
+        body.push(format!(
+            "PO1*{n}*{}*CS*{}.50**UK*00614141000036*VN*MDS{n:04}",
+            n * 2,
+            10 + n
+        ));
         body.push(format!("PID*F****SUPPLY ITEM NUMBER {n}"));
     }
     body.push(format!("CTT*{lines}"));
@@ -42,12 +52,29 @@ fn purchase_order_850(lines: usize) -> String {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let runtime = Runtime::new().unwrap();
-    let limits = Limits { memory: 64 << 20, timeout: Duration::from_secs(5), concurrency: 1 };
+    let limits = Limits {
+        memory: 64 << 20,
+        timeout: Duration::from_secs(5),
+        concurrency: 1,
+    };
     let load = |name: &str, config: &[(&str, &str)]| {
-        let config: BTreeMap<String, String> = config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        LocalPlugin::load(&runtime, &plugin(name), Kind::Transform, config, limits.clone()).unwrap()
+        let config: BTreeMap<String, String> = config
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        LocalPlugin::load(
+            &runtime,
+            &plugin(name),
+            Kind::Transform,
+            config,
+            limits.clone(),
+        )
+        .unwrap()
     };
 
     let mut group = c.benchmark_group("plugin_call");
@@ -55,19 +82,36 @@ fn bench(c: &mut Criterion) {
     let po = purchase_order_850(50);
     assert_eq!(rt.block_on(x12.call("po", po.as_bytes())).unwrap().len(), 1);
     group.throughput(Throughput::Elements(1));
-    group.bench_function("x12_850_50_lines", |b| b.iter(|| rt.block_on(x12.call("po", po.as_bytes())).unwrap()));
+    group.bench_function("x12_850_50_lines", |b| {
+        b.iter(|| rt.block_on(x12.call("po", po.as_bytes())).unwrap())
+    });
 
-    let filter = load("json_filter", &[("keep", "status == approved"), ("route.large", "total.amount >= 10000")]);
+    let filter = load(
+        "json_filter",
+        &[
+            ("keep", "status == approved"),
+            ("route.large", "total.amount >= 10000"),
+        ],
+    );
     let record = format!(
         r#"{{"po_number":"PO-1","status":"approved","total":{{"amount":"25000.00","currency":"USD"}},"note":"{}"}}"#,
         "x".repeat(900)
     );
-    assert_eq!(rt.block_on(filter.call("po", record.as_bytes())).unwrap().len(), 1);
-    group.bench_function("json_filter_1kb", |b| b.iter(|| rt.block_on(filter.call("po", record.as_bytes())).unwrap()));
+    assert_eq!(
+        rt.block_on(filter.call("po", record.as_bytes()))
+            .unwrap()
+            .len(),
+        1
+    );
+    group.bench_function("json_filter_1kb", |b| {
+        b.iter(|| rt.block_on(filter.call("po", record.as_bytes())).unwrap())
+    });
 
     let echo = load("testkit", &[]);
     let payload = vec![b'x'; 1024];
-    group.bench_function("echo_1kb", |b| b.iter(|| rt.block_on(echo.call("k", &payload)).unwrap()));
+    group.bench_function("echo_1kb", |b| {
+        b.iter(|| rt.block_on(echo.call("k", &payload)).unwrap())
+    });
     group.finish();
 }
 

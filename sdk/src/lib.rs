@@ -122,6 +122,7 @@ mod record;
 #[cfg(feature = "canonical")]
 pub use plexus_canonical as canonical;
 
+pub mod clock;
 pub mod config;
 pub mod kv;
 pub mod log;

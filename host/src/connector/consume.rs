@@ -85,13 +85,3 @@ pub(super) async fn run<H: Handler>(
     }
     while in_flight.join_next().await.is_some() {}
 }
-
-/// Stream name, sequence and delivery count of a consumed record.
-pub(super) fn delivery_info(msg: &Message) -> Option<(String, u64, u32)> {
-    let info = msg.info().ok()?;
-    Some((
-        info.stream.to_owned(),
-        info.stream_sequence,
-        u32::try_from(info.delivered).unwrap_or(u32::MAX),
-    ))
-}

@@ -23,6 +23,22 @@ pub(super) struct Settler {
 }
 
 impl Settler {
+    /// Count a consumed record and read what settling it needs: its lineage
+    /// and how often it has been delivered. `None` (logged) for a message
+    /// without JetStream metadata, which cannot be acked anyway.
+    pub(super) fn receive(&self, msg: &Message) -> Option<(Lineage, u32)> {
+        self.metrics.record_in(&self.name);
+        let Ok(info) = msg.info() else {
+            tracing::warn!(connector = %self.name, "Message without JetStream metadata; skipped.");
+            return None;
+        };
+        let deliveries = u32::try_from(info.delivered).unwrap_or(u32::MAX);
+        Some((
+            Lineage::of(msg, info.stream, info.stream_sequence),
+            deliveries,
+        ))
+    }
+
     /// Redeliver after the backoff for this delivery count (or `delay`).
     pub(super) async fn nak(
         &self,

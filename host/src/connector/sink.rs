@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::Message;
 
-use super::consume::{Handler, delivery_info};
-use super::record::{Lineage, to_plugin_record};
+use super::consume::Handler;
+use super::record::to_plugin_record;
 use super::settle::Settler;
 use crate::bindings::sink::{Delivery, Outcome};
 use crate::bus::headers;
@@ -31,12 +31,9 @@ impl Handler for Sink {
     async fn handle(self: Arc<Self>, msg: Message) {
         let name = &self.settle.name;
         let metrics = &self.settle.metrics;
-        metrics.record_in(name);
-        let Some((stream, sequence, deliveries)) = delivery_info(&msg) else {
-            tracing::warn!(connector = %name, "Message without JetStream metadata; skipped.");
+        let Some((lineage, deliveries)) = self.settle.receive(&msg) else {
             return;
         };
-        let lineage = Lineage::of(&msg, &stream, sequence);
         let delivery = Delivery {
             idempotency_key: headers::output_id(name, &lineage.identity, 0),
             record: to_plugin_record(&msg),

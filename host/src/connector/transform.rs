@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use async_nats::jetstream::Message;
 
-use super::consume::{Handler, delivery_info};
+use super::consume::Handler;
 use super::publish::{Outgoing, publish_all, subject};
 use super::record::{Lineage, to_plugin_record};
 use super::settle::Settler;
@@ -38,12 +38,9 @@ impl Handler for Transform {
     async fn handle(self: Arc<Self>, msg: Message) {
         let name = &self.settle.name;
         let metrics = &self.settle.metrics;
-        metrics.record_in(name);
-        let Some((stream, sequence, deliveries)) = delivery_info(&msg) else {
-            tracing::warn!(connector = %name, "Message without JetStream metadata; skipped.");
+        let Some((lineage, deliveries)) = self.settle.receive(&msg) else {
             return;
         };
-        let lineage = Lineage::of(&msg, &stream, sequence);
         let input = to_plugin_record(&msg);
 
         let started = Instant::now();

@@ -21,7 +21,7 @@
 //! A row with the wrong number of columns, an unknown column, a value that is
 //! not a decimal or a date is a permanent error naming the line and field.
 
-use plexus_sdk::{Error, Record, Transform, config};
+use plexus_sdk::{Error, Record, Transform, clock, config};
 use serde_json::{Map, Value};
 
 /// A parsed mapping.
@@ -330,7 +330,7 @@ impl Transform for CsvMap {
         let mapping = Mapping::from_config(&config::all())
             .map_err(|e| Error::Permanent(format!("csv-map config: {e}")))?;
         let rows = mapping
-            .rows(&input.payload, &now())
+            .rows(&input.payload, &clock::now_rfc3339())
             .map_err(Error::Permanent)?;
         let topic = mapping.topic();
         Ok(rows
@@ -343,27 +343,6 @@ impl Transform for CsvMap {
             })
             .collect())
     }
-}
-
-fn now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let days = (secs / 86_400) as i64 + 719_468;
-    let (era, doe) = (days.div_euclid(146_097), days.rem_euclid(146_097));
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let s = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        s % 3600 / 60,
-        s % 60
-    )
 }
 
 plexus_sdk::export_transform!(CsvMap);

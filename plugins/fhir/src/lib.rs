@@ -24,7 +24,7 @@ use plexus_sdk::canonical::{
     Entity, GoodsReceipt, Identifier, InventoryBalance, Item, ItemRef, Location, Organization,
     Party, PoLine, Provenance, PurchaseOrder, ReceiptLine, Supplier, Worker,
 };
-use plexus_sdk::{Error, Record, Transform, config};
+use plexus_sdk::{Error, Record, Transform, clock, config};
 use serde_json::Value;
 
 struct Fhir;
@@ -32,7 +32,7 @@ struct Fhir;
 impl Transform for Fhir {
     fn transform(input: Record) -> Result<Vec<Record>, Error> {
         let source = config::get("source_system").unwrap_or_else(|| "fhir".into());
-        convert(&input.payload, &source, &now()).map_err(Error::Permanent)
+        convert(&input.payload, &source, &clock::now_rfc3339()).map_err(Error::Permanent)
     }
 }
 
@@ -467,29 +467,6 @@ fn practitioner(r: &Value, provenance: Provenance) -> Result<(String, Worker), S
         provenance,
     };
     Ok((worker_id, worker))
-}
-
-fn now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let z = (secs / 86_400) as i64 + 719_468;
-    let (era, doe) = (z.div_euclid(146_097), z.rem_euclid(146_097));
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let (d, m) = (
-        doy - (153 * mp + 2) / 5 + 1,
-        if mp < 10 { mp + 3 } else { mp - 9 },
-    );
-    let s = secs % 86_400;
-    format!(
-        "{:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        yoe + era * 400 + i64::from(m <= 2),
-        s / 3600,
-        s % 3600 / 60,
-        s % 60
-    )
 }
 
 plexus_sdk::export_transform!(Fhir);

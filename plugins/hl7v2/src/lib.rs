@@ -15,7 +15,7 @@
 pub mod map;
 pub mod message;
 
-use plexus_sdk::{Error, Record, Transform, config};
+use plexus_sdk::{Error, Record, Transform, clock, config};
 
 struct Hl7;
 
@@ -26,7 +26,7 @@ impl Transform for Hl7 {
         convert(
             text,
             &config::get("source_system").unwrap_or_default(),
-            &now(),
+            &clock::now_rfc3339(),
         )
         .map_err(Error::Permanent)
     }
@@ -73,34 +73,6 @@ fn split_messages(text: &str) -> Vec<String> {
         }
     }
     out
-}
-
-fn now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let d = ymd((secs / 86_400) as i64);
-    format!(
-        "{}-{}-{}T{:02}:{:02}:{:02}Z",
-        &d[..4],
-        &d[4..6],
-        &d[6..8],
-        secs % 86_400 / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
-fn ymd(days: i64) -> String {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    format!("{:04}{m:02}{d:02}", yoe + era * 400 + i64::from(m <= 2))
 }
 
 plexus_sdk::export_transform!(Hl7);

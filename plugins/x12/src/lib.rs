@@ -35,22 +35,26 @@ pub mod parse;
 pub mod values;
 
 use plexus_sdk::canonical::PurchaseOrder;
-use plexus_sdk::{Error, Record, Transform, config};
+use plexus_sdk::{Error, Record, Transform, clock, config};
 
 struct X12;
 
 impl Transform for X12 {
     fn transform(input: Record) -> Result<Vec<Record>, Error> {
         match config::get("direction").as_deref() {
-            None | Some("inbound") => inbound(&input.payload, config::get("source_system"), &now())
-                .map_err(Error::Permanent),
+            None | Some("inbound") => inbound(
+                &input.payload,
+                config::get("source_system"),
+                &clock::now_rfc3339(),
+            )
+            .map_err(Error::Permanent),
             Some("outbound") => {
                 let settings = Outbound {
                     sender: config::get("sender").unwrap_or_else(|| "PLEXUS".into()),
                     receiver: config::get("receiver").unwrap_or_else(|| "SUPPLIER".into()),
                     version: config::get("version").unwrap_or_else(|| "004010".into()),
                 };
-                outbound(&input.payload, &settings, &now_compact())
+                outbound(&input.payload, &settings, &clock::now_compact())
                     .map(|r| vec![r])
                     .map_err(Error::Permanent)
             }
@@ -122,49 +126,6 @@ pub fn control_number(po_number: &str) -> u32 {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     }) % 999_999_999
         + 1
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// Now, RFC 3339 UTC.
-fn now() -> String {
-    let secs = unix_now();
-    let (y, m, d) = civil((secs / 86_400) as i64);
-    let s = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        s % 3600 / 60,
-        s % 60
-    )
-}
-
-/// Now as `YYMMDD`, `HHMM`.
-fn now_compact() -> (String, String) {
-    let secs = unix_now();
-    let (y, m, d) = civil((secs / 86_400) as i64);
-    let s = secs % 86_400;
-    (
-        format!("{:02}{m:02}{d:02}", y % 100),
-        format!("{:02}{:02}", s / 3600, s % 3600 / 60),
-    )
 }
 
 plexus_sdk::export_transform!(X12);
