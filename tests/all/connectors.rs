@@ -257,6 +257,19 @@ async fn erp_post(
     (StatusCode::CREATED, [("retry-after", "0")], String::new())
 }
 
+/// An ERP endpoint on a free port that fails its first `failures` requests.
+async fn erp_endpoint(failures: usize) -> (Arc<Erp>, SocketAddr) {
+    let erp = Arc::new(Erp::default());
+    *erp.failures.lock().unwrap() = failures;
+    let addr = serve(
+        Router::new()
+            .route("/orders", post(erp_post))
+            .with_state(erp.clone()),
+    )
+    .await;
+    (erp, addr)
+}
+
 fn erp_sink(name: &str, url: &str, grant: &str) -> String {
     connector(
         name,
@@ -288,14 +301,7 @@ fn with_secrets(config: &std::path::Path, secrets: &std::path::Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flapping_sink_endpoint_ends_with_every_record_delivered_once() {
-    let erp = Arc::new(Erp::default());
-    *erp.failures.lock().unwrap() = 40;
-    let addr = serve(
-        Router::new()
-            .route("/orders", post(erp_post))
-            .with_state(erp.clone()),
-    )
-    .await;
+    let (erp, addr) = erp_endpoint(40).await;
     let bus = TestBus::start().await;
     bus.stream("ERP", "erp.orders").await;
     bus.publish_range("erp.orders", 0..60, |i| format!("{{\"po\":\"PO-{i}\"}}"))
@@ -350,13 +356,7 @@ async fn a_flapping_sink_endpoint_ends_with_every_record_delivered_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_appear_in_logs_metrics_or_dead_letters() {
-    let erp = Arc::new(Erp::default());
-    let addr = serve(
-        Router::new()
-            .route("/orders", post(erp_post))
-            .with_state(erp.clone()),
-    )
-    .await;
+    let (erp, addr) = erp_endpoint(0).await;
     let bus = TestBus::start().await;
     bus.stream("ERP", "erp.orders").await;
     bus.publish_range("erp.orders", 0..3, |i| {
@@ -429,13 +429,7 @@ async fn secrets_never_appear_in_logs_metrics_or_dead_letters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grants_refuse_ungranted_hosts_internal_names_and_path_escapes() {
-    let erp = Arc::new(Erp::default());
-    let addr = serve(
-        Router::new()
-            .route("/orders", post(erp_post))
-            .with_state(erp.clone()),
-    )
-    .await;
+    let (erp, addr) = erp_endpoint(0).await;
     let bus = TestBus::start().await;
     bus.stream("ERP", "erp.orders").await;
     bus.publish_range("erp.orders", 0..2, |i| format!("{{\"po\":\"PO-{i}\"}}"))
