@@ -50,6 +50,11 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
     cd plugins && cargo fmt --all --check && cargo clippy --all-targets -- -D warnings
 
+# The reliability suite at full size: 100,000 records through ten kill -9s,
+# and a nats-server restart mid-stream (`just test` runs it small).
+soak: build-plugins
+    if cargo nextest --version >/dev/null 2>&1; then PLEXUS_SOAK=1 cargo nextest run -p plexus-host --no-fail-fast soak::; else PLEXUS_SOAK=1 cargo test -p plexus-host --test all soak::; fi
+
 # Benchmarks (release build): per-record plugin call costs, written to bench/RESULTS.md.
 bench: build-plugins
     cargo bench -p plexus-host --bench plugins -- --output-format bencher | tee target/bench.txt

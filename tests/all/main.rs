@@ -15,3 +15,4 @@ mod formats;
 mod lifecycle;
 mod plugins;
 mod reload;
+mod soak;
