@@ -20,7 +20,13 @@ impl Rng {
         let seed = std::env::var("PLEXUS_SOAK_SEED")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
+            .unwrap_or_else(|| {
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
         eprintln!("PLEXUS_SOAK_SEED={seed}");
         Rng(seed)
     }
@@ -39,11 +45,19 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     let mut rng = Rng::new();
     let bus = TestBus::start().await;
     bus.stream("IN", "in.soak").await;
-    bus.publish_range("in.soak", 0..records as usize, |i| format!("{{\"txn\":{i}}}")).await;
+    bus.publish_range("in.soak", 0..records as usize, |i| {
+        format!("{{\"txn\":{i}}}")
+    })
+    .await;
     let file = write_config(
         bus.dir.path(),
         Some(bus.url()),
-        &testkit("ledger", "in.soak", "out.soak", "[connector.delivery]\nack_wait = \"3s\""),
+        &testkit(
+            "ledger",
+            "in.soak",
+            "out.soak",
+            "[connector.delivery]\nack_wait = \"3s\"",
+        ),
     );
     let config = file.to_str().unwrap();
 
@@ -56,7 +70,11 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         let target = (done + 1 + rng.below(step)).min(records - 1);
         bus.wait_for_count("out.soak", target).await;
         host.kill9();
-        eprintln!("kill {} at {} of {records}", kill + 1, bus.count("out.soak").await);
+        eprintln!(
+            "kill {} at {} of {records}",
+            kill + 1,
+            bus.count("out.soak").await
+        );
     }
     let mut host = HostProcess::spawn(&["up", "-c", config], bus.dir.path());
     host.wait_line("plexus: up");
@@ -64,8 +82,17 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     host.signal("TERM");
     assert!(host.child.wait().unwrap().success());
 
-    assert_eq!(bus.count("out.soak").await, records, "nothing lost, nothing duplicated");
-    let sources: HashSet<String> = bus.messages("out.soak").await.iter().map(|m| header(m, "Plexus-Source").unwrap()).collect();
+    assert_eq!(
+        bus.count("out.soak").await,
+        records,
+        "nothing lost, nothing duplicated"
+    );
+    let sources: HashSet<String> = bus
+        .messages("out.soak")
+        .await
+        .iter()
+        .map(|m| header(m, "Plexus-Source").unwrap())
+        .collect();
     assert_eq!(sources.len() as u64, records);
 }
 
@@ -74,19 +101,39 @@ async fn a_nats_restart_mid_stream_loses_nothing() {
     let records = if soak() { 50_000 } else { 5_000 };
     let mut bus = TestBus::start().await;
     bus.stream("IN", "in.restart").await;
-    bus.publish_range("in.restart", 0..records, |i| format!("{{\"txn\":{i}}}")).await;
+    bus.publish_range("in.restart", 0..records, |i| format!("{{\"txn\":{i}}}"))
+        .await;
     let file = write_config(
         bus.dir.path(),
         Some(bus.url()),
-        &testkit("ledger", "in.restart", "out.restart", "config = { delay_ms = \"1\" }\n[connector.delivery]\nack_wait = \"3s\""),
+        &testkit(
+            "ledger",
+            "in.restart",
+            "out.restart",
+            "config = { delay_ms = \"1\" }\n[connector.delivery]\nack_wait = \"3s\"",
+        ),
     );
     let host = start_host(&file).await;
     bus.wait_for_count("out.restart", records as u64 / 5).await;
+    let before = bus.count("out.restart").await;
     bus.server.restart().unwrap();
+    assert!(
+        before < records as u64,
+        "the restart happened mid-stream ({before} done)"
+    );
     // The test's own client reconnects too; the host must do so by itself.
     bus.wait_drained("in.restart", "ledger").await;
-    assert_eq!(bus.count("out.restart").await, records as u64, "nothing lost, nothing duplicated");
-    let sources: HashSet<String> = bus.messages("out.restart").await.iter().map(|m| header(m, "Plexus-Source").unwrap()).collect();
+    assert_eq!(
+        bus.count("out.restart").await,
+        records as u64,
+        "nothing lost, nothing duplicated"
+    );
+    let sources: HashSet<String> = bus
+        .messages("out.restart")
+        .await
+        .iter()
+        .map(|m| header(m, "Plexus-Source").unwrap())
+        .collect();
     assert_eq!(sources.len(), records);
     host.shutdown().await;
 }
