@@ -55,8 +55,10 @@ lint:
 soak: build-plugins
     if cargo nextest --version >/dev/null 2>&1; then PLEXUS_SOAK=1 cargo nextest run -p plexus-host --no-fail-fast soak::; else PLEXUS_SOAK=1 cargo test -p plexus-host --test all soak::; fi
 
-# Benchmarks (release build): per-record plugin call costs, written to bench/RESULTS.md.
+# Benchmarks (release build): plugin call costs, throughput against a native
+# ceiling and latency at fixed rates, written to bench/RESULTS.md.
 bench: build-plugins
     cargo bench -p plexus-host --bench plugins -- --output-format bencher | tee target/bench.txt
-    python3 bench/report.py target/bench.txt > bench/RESULTS.md
+    cargo bench -p plexus-host --bench system | tee target/bench-system.md
+    python3 bench/report.py target/bench.txt target/bench-system.md > bench/RESULTS.md
     @echo "wrote bench/RESULTS.md"
