@@ -23,7 +23,11 @@ const RECORDS: usize = 20_000;
 
 fn payload(i: usize, size: usize) -> String {
     let pad = size.saturating_sub(96);
-    format!(r#"{{"po_number":"PO-{i}","status":"approved","total":{{"amount":"{}.00","currency":"USD"}},"note":"{}"}}"#, i % 50_000, "x".repeat(pad))
+    format!(
+        r#"{{"po_number":"PO-{i}","status":"approved","total":{{"amount":"{}.00","currency":"USD"}},"note":"{}"}}"#,
+        i % 50_000,
+        "x".repeat(pad)
+    )
 }
 
 async fn stream(js: &jetstream::Context, name: &str, subjects: &[&str]) {
@@ -42,7 +46,11 @@ async fn publish_all(js: &jetstream::Context, subject: &str, size: usize) {
     for i in 0..RECORDS {
         let mut h = HeaderMap::new();
         h.insert("Nats-Msg-Id", format!("in-{i}").as_str());
-        acks.push(js.publish_with_headers(subject.to_owned(), h, payload(i, size).into()).await.unwrap());
+        acks.push(
+            js.publish_with_headers(subject.to_owned(), h, payload(i, size).into())
+                .await
+                .unwrap(),
+        );
         if acks.len() == 1000 {
             for a in acks.drain(..) {
                 a.await.unwrap();
@@ -55,7 +63,14 @@ async fn publish_all(js: &jetstream::Context, subject: &str, size: usize) {
 }
 
 async fn stored(js: &jetstream::Context, stream_name: &str) -> u64 {
-    js.get_stream(stream_name).await.unwrap().info().await.unwrap().state.messages
+    js.get_stream(stream_name)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages
 }
 
 async fn wait_stored(js: &jetstream::Context, stream_name: &str, n: u64) {
@@ -71,7 +86,11 @@ async fn native(js: &jetstream::Context, size: usize) -> f64 {
     publish_all(js, "native.in", size).await;
     let consumer: consumer::PullConsumer = js
         .create_consumer_on_stream(
-            consumer::pull::Config { durable_name: Some("native".into()), ack_policy: consumer::AckPolicy::Explicit, ..Default::default() },
+            consumer::pull::Config {
+                durable_name: Some("native".into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ..Default::default()
+            },
             "NATIVE_IN",
         )
         .await
@@ -80,7 +99,13 @@ async fn native(js: &jetstream::Context, size: usize) -> f64 {
     let permits = Arc::new(Semaphore::new(4));
     let mut seen = 0;
     while seen < RECORDS {
-        let mut batch = consumer.batch().max_messages(256).expires(Duration::from_millis(500)).messages().await.unwrap();
+        let mut batch = consumer
+            .batch()
+            .max_messages(256)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .unwrap();
         while let Some(msg) = batch.next().await {
             let msg = msg.unwrap();
             seen += 1;
@@ -89,12 +114,21 @@ async fn native(js: &jetstream::Context, size: usize) -> f64 {
             tokio::spawn(async move {
                 let value: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
                 if value["status"] == "approved" {
-                    let id = msg.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|v| v.as_str().to_owned()).unwrap();
+                    let id = msg
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get("Nats-Msg-Id"))
+                        .map(|v| v.as_str().to_owned())
+                        .unwrap();
                     let mut h = HeaderMap::new();
                     h.insert("Nats-Msg-Id", format!("native:{id}").as_str());
                     h.insert("Plexus-Source", id.as_str());
                     h.insert("Plexus-Hops", "native@0");
-                    js.publish_with_headers("native.out", h, msg.payload.clone()).await.unwrap().await.unwrap();
+                    js.publish_with_headers("native.out", h, msg.payload.clone())
+                        .await
+                        .unwrap()
+                        .await
+                        .unwrap();
                 }
                 msg.ack().await.unwrap();
                 drop(permit);
@@ -106,7 +140,8 @@ async fn native(js: &jetstream::Context, size: usize) -> f64 {
 }
 
 fn config(dir: &std::path::Path, url: &str, name: &str, from: &str, to: &str) -> Config {
-    let plugin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/wasm32-wasip2/release/json_filter.wasm");
+    let plugin = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/target/wasm32-wasip2/release/json_filter.wasm");
     let text = format!(
         "[bus]\nurl = \"{url}\"\n[host]\ndata_dir = \"{}\"\nhttp = \"127.0.0.1:0\"\n\
          [[connector]]\nname = \"{name}\"\nkind = \"transform\"\nplugin = \"{}\"\nfrom = \"{from}\"\nto = \"{to}\"\n\
@@ -122,7 +157,9 @@ async fn plexus(js: &jetstream::Context, dir: &std::path::Path, url: &str, size:
     stream(js, "PLEXUS_IN", &["plexus.in"]).await;
     publish_all(js, "plexus.in", size).await;
     let started = Instant::now();
-    let host = Host::start(config(dir, url, "bench", "plexus.in", "plexus.out")).await.unwrap();
+    let host = Host::start(config(dir, url, "bench", "plexus.in", "plexus.out"))
+        .await
+        .unwrap();
     let out = js.stream_by_subject("plexus.out").await.unwrap();
     wait_stored(js, &out, RECORDS as u64).await;
     let rate = RECORDS as f64 / started.elapsed().as_secs_f64();
@@ -132,20 +169,41 @@ async fn plexus(js: &jetstream::Context, dir: &std::path::Path, url: &str, size:
 
 /// Open-loop latency at `rate` records/s for `seconds`: publish time to the
 /// output arriving at a subscriber, through the host.
-async fn latency(client: &async_nats::Client, js: &jetstream::Context, dir: &std::path::Path, url: &str, rate: u64, seconds: u64) -> Histogram<u64> {
+async fn latency(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    dir: &std::path::Path,
+    url: &str,
+    rate: u64,
+    seconds: u64,
+) -> Histogram<u64> {
     let (from, to) = (format!("lat{rate}.in"), format!("lat{rate}.out"));
     stream(js, &format!("LAT{rate}_IN"), &[from.as_str()]).await;
-    let host = Host::start(config(dir, url, &format!("lat{rate}"), &from, &to)).await.unwrap();
+    let host = Host::start(config(dir, url, &format!("lat{rate}"), &from, &to))
+        .await
+        .unwrap();
     let mut sub = client.subscribe(to.clone()).await.unwrap();
     let total = rate * seconds;
     let collector = tokio::spawn(async move {
         let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
         let mut n = 0;
         while n < total {
-            let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(30), sub.next()).await else { break };
-            let sent: u128 = msg.headers.as_ref().and_then(|h| h.get("Sent-At")).and_then(|v| v.as_str().parse().ok()).unwrap_or(0);
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros();
-            hist.record((now.saturating_sub(sent)).max(1) as u64).unwrap();
+            let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(30), sub.next()).await
+            else {
+                break;
+            };
+            let sent: u128 = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Sent-At"))
+                .and_then(|v| v.as_str().parse().ok())
+                .unwrap_or(0);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_micros();
+            hist.record((now.saturating_sub(sent)).max(1) as u64)
+                .unwrap();
             n += 1;
         }
         hist
@@ -158,12 +216,17 @@ async fn latency(client: &async_nats::Client, js: &jetstream::Context, dir: &std
         tokio::time::sleep_until(due.into()).await;
         let mut h = HeaderMap::new();
         h.insert("Nats-Msg-Id", format!("l{rate}-{i}").as_str());
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros();
         h.insert("Sent-At", now.to_string().as_str());
         let js = js.clone();
         let from = from.clone();
         tokio::spawn(async move {
-            let _ = js.publish_with_headers(from, h, payload(i as usize, 1024).into()).await;
+            let _ = js
+                .publish_with_headers(from, h, payload(i as usize, 1024).into())
+                .await;
         });
     }
     let hist = collector.await.unwrap();
@@ -179,7 +242,8 @@ async fn floor(client: &async_nats::Client) -> Histogram<u64> {
         let sent = Instant::now();
         client.publish("floor", "x".into()).await.unwrap();
         sub.next().await.unwrap();
-        hist.record(sent.elapsed().as_micros().max(1) as u64).unwrap();
+        hist.record(sent.elapsed().as_micros().max(1) as u64)
+            .unwrap();
     }
     hist
 }
@@ -195,19 +259,29 @@ async fn main() {
     let client = async_nats::connect(server.url()).await.unwrap();
     let js = jetstream::new(client.clone());
 
-    println!("## Throughput: host vs native ceiling ({RECORDS} records, 1 KiB JSON, json-filter keep rule)\n");
+    println!(
+        "## Throughput: host vs native ceiling ({RECORDS} records, 1 KiB JSON, json-filter keep rule)\n"
+    );
     println!("| flow | records/s | ratio |");
     println!("|---|---|---|");
     let ceiling = native(&js, 1024).await;
     let host = plexus(&js, dir.path(), server.url(), 1024).await;
     println!("| native Rust consumer (ceiling) | {ceiling:.0} | 1.00 |");
-    println!("| Plexus host, wasm plugin | {host:.0} | {:.2} |", host / ceiling);
+    println!(
+        "| Plexus host, wasm plugin | {host:.0} | {:.2} |",
+        host / ceiling
+    );
 
     println!("\n## End-to-end latency (publish → output received), open loop, 10 s per rate\n");
     println!("| load | p50 | p99 | p99.9 |");
     println!("|---|---|---|---|");
     let f = floor(&client).await;
-    println!("| plain NATS round trip (floor) | {} µs | {} µs | {} µs |", f.value_at_quantile(0.5), f.value_at_quantile(0.99), f.value_at_quantile(0.999));
+    println!(
+        "| plain NATS round trip (floor) | {} µs | {} µs | {} µs |",
+        f.value_at_quantile(0.5),
+        f.value_at_quantile(0.99),
+        f.value_at_quantile(0.999)
+    );
     for rate in [1_000, 5_000] {
         let h = latency(&client, &js, dir.path(), server.url(), rate, 10).await;
         println!(

@@ -1,6 +1,8 @@
 //! The pull loop shared by transforms and sinks: fetch batches from the
-//! durable consumer and hand each record to a handler, at most
-//! `limits.concurrency` at a time.
+//! durable consumer and hand each record to a handler. Up to [`IN_FLIGHT`]
+//! records are in progress at once — most of a record's time is spent
+//! waiting for publish acks — while the plugin pool lets only
+//! `limits.concurrency` of them into the plugin at a time.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,6 +13,9 @@ use async_nats::jetstream::consumer::PullConsumer;
 use futures::StreamExt as _;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+
+/// Records taken but not yet settled, per connector.
+pub(super) const IN_FLIGHT: usize = 256;
 
 /// Records asked for in one pull.
 const BATCH: usize = 256;
@@ -31,10 +36,9 @@ pub(super) trait Handler: Send + Sync + 'static {
 pub(super) async fn run<H: Handler>(
     handler: Arc<H>,
     consumer: PullConsumer,
-    concurrency: usize,
     mut stop: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(concurrency));
+    let permits = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut in_flight = JoinSet::new();
     let mut pull_failures = 0u32;
     while !*stop.borrow() {

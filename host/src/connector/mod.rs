@@ -144,12 +144,7 @@ impl Running {
                     settle: settler(),
                     contracts,
                 });
-                tokio::spawn(consume::run(
-                    handler,
-                    consumer,
-                    spec.limits.concurrency,
-                    stopped,
-                ))
+                tokio::spawn(consume::run(handler, consumer, stopped))
             }
             Kind::Sink => {
                 let Some(from) = spec.from.clone() else {
@@ -161,12 +156,7 @@ impl Running {
                     pool,
                     settle: settler(),
                 });
-                tokio::spawn(consume::run(
-                    handler,
-                    consumer,
-                    spec.limits.concurrency,
-                    stopped,
-                ))
+                tokio::spawn(consume::run(handler, consumer, stopped))
             }
             Kind::Source => {
                 let Some(to) = spec.to.clone() else {

@@ -7,7 +7,7 @@
 //! - `permanent` or a fault → dead-letter, then terminate.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::Message;
 
@@ -39,9 +39,7 @@ impl Handler for Sink {
             record: to_plugin_record(&msg),
         };
 
-        let started = Instant::now();
         let result = self.pool.deliver(std::slice::from_ref(&delivery)).await;
-        metrics.plugin_call(name, started.elapsed().as_secs_f64());
 
         let outcome = match result {
             Ok(mut outcomes) if outcomes.len() == 1 => outcomes.pop(),

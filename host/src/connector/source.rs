@@ -6,7 +6,6 @@
 //! between re-polls from the old cursor, and JetStream drops the duplicates.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_nats::jetstream::{self, kv};
 use tokio::sync::watch;
@@ -86,10 +85,7 @@ impl Source {
             Ok(value) => value.map(|v| String::from_utf8_lossy(&v).into_owned()),
             Err(e) => return Err(format!("cannot read the cursor: {e}")),
         };
-        let started = Instant::now();
         let result = self.pool.poll(cursor.as_deref()).await;
-        self.metrics
-            .plugin_call(&self.name, started.elapsed().as_secs_f64());
         let polled = match result {
             Ok(Ok(polled)) => polled,
             Ok(Err(PluginError::Retryable(reason))) => {
@@ -129,10 +125,7 @@ impl Source {
     }
 
     async fn decode_and_publish(&self, body: &[u8]) -> Result<u64, IngestError> {
-        let started = Instant::now();
         let result = self.pool.decode(body).await;
-        self.metrics
-            .plugin_call(&self.name, started.elapsed().as_secs_f64());
         let records = match result {
             Ok(Ok(records)) => records,
             Ok(Err(PluginError::Permanent(reason))) => {

@@ -9,7 +9,6 @@
 //! - the bus refused a publish → nak with backoff (the plugin is not blamed).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_nats::jetstream::Message;
 
@@ -43,9 +42,7 @@ impl Handler for Transform {
         };
         let input = to_plugin_record(&msg);
 
-        let started = Instant::now();
         let result = self.pool.transform(&input).await;
-        metrics.plugin_call(name, started.elapsed().as_secs_f64());
 
         match result {
             Ok(Ok(outputs)) => {

@@ -87,6 +87,8 @@ pub struct Pool {
     context: Arc<ConnectorContext>,
     limits: Limits,
     idle: Mutex<Vec<Warm>>,
+    /// At most `limits.concurrency` calls at once, so at most that many instances.
+    calls: tokio::sync::Semaphore,
 }
 
 fn wrong_world(export: &str) -> wasmtime::Error {
@@ -94,9 +96,10 @@ fn wrong_world(export: &str) -> wasmtime::Error {
 }
 
 impl Pool {
-    /// A pool that instantiates lazily; callers bound concurrency.
+    /// A pool that instantiates lazily, up to `limits.concurrency` instances.
     pub fn new(pre: World, context: Arc<ConnectorContext>, limits: Limits) -> Self {
         Pool {
+            calls: tokio::sync::Semaphore::new(limits.concurrency.max(1)),
             pre,
             context,
             limits,
@@ -193,13 +196,25 @@ impl Pool {
     /// Lend a warm instance to `call` within the connector's time budget; keep
     /// it if the call returned, drop it if it faulted.
     async fn run<'c, R>(&self, call: impl FnOnce(Warm) -> Call<'c, R>) -> Result<R, Fault> {
+        let Ok(_call) = self.calls.acquire().await else {
+            return Err(Fault {
+                kind: FaultKind::Instantiate,
+                message: "the connector is stopping".into(),
+            });
+        };
         let taken = self.idle.lock().map(|mut idle| idle.pop()).unwrap_or(None);
         let mut warm = match taken {
             Some(warm) => warm,
             None => self.instantiate().await?,
         };
         self.arm(&mut warm.store);
-        match tokio::time::timeout(self.limits.timeout + HOST_CALL_GRACE, call(warm)).await {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(self.limits.timeout + HOST_CALL_GRACE, call(warm)).await;
+        // The call itself, not the wait for a free instance before it.
+        self.context
+            .metrics
+            .plugin_call(&self.context.name, started.elapsed().as_secs_f64());
+        match outcome {
             Ok((warm, Ok(result))) => {
                 self.put_back(warm);
                 Ok(result)
