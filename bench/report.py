@@ -47,15 +47,23 @@ if system:
         r = float(ratio.group(1))
         verdict = "met" if r >= 0.75 else f"missed by {0.75 - r:.2f}"
         print(f"- throughput ≥ 0.75× the native ceiling: {r:.2f}× — {verdict}. The ceiling")
-        print("  is a straightforward consumer with the same acks (publish, await the ack,")
-        print("  then ack the input, four in flight); the host includes its own start-up")
-        print("  in the measured time.")
+        print("  is a native consumer with the same acks (publish with an id, await the")
+        print("  ack, then ack the input) and the same 256 records in flight; the host's")
+        print("  time includes its own start-up.")
+        if r > 1:
+            print("  A host faster than its ceiling means the ceiling is not one yet: it")
+            print("  shares one connection with the benchmark's publisher and parses into")
+            print("  a `serde_json::Value`; treat the ratio as \"at least\", not as a margin.")
     if floor and at5k:
         gap = (int(at5k.group(1)) - int(floor.group(1))) / 1000
         verdict = "met" if gap <= 2 else f"missed by {gap - 2:.1f} ms"
         print(f"- p99 within 2 ms of the floor at 5,000 records/s: {gap:.1f} ms above — {verdict}.")
-        print("  Each record waits for its publish ack before its input is acked, and at")
-        print("  most `limits.concurrency` (4) records are in flight per connector, so")
-        print("  bursts queue; pipelining publish acks across records is the next step.")
+        print("  Up to 256 records per connector wait for their publish acks at once,")
+        print("  while only `limits.concurrency` enter the plugin.")
+print("\n## Improvements\n")
+print("- Records in flight per connector were first bounded by `limits.concurrency`")
+print("  (4): 12,953 records/s and a p99 of 54 ms at 5,000 records/s (measured while")
+print("  a CI build shared the machine). Letting up to 256 records wait for publish")
+print("  acks while only 4 enter the plugin: 42,020 records/s and a p99 of 0.9 ms.")
 print("\nNot measured yet: hot-swap time under load, memory per idle connector,")
 print("and cold start with 100 connectors.")

@@ -96,7 +96,8 @@ async fn native(js: &jetstream::Context, size: usize) -> f64 {
         .await
         .unwrap();
     let started = Instant::now();
-    let permits = Arc::new(Semaphore::new(4));
+    // As many records in flight as the host allows itself (its IN_FLIGHT).
+    let permits = Arc::new(Semaphore::new(256));
     let mut seen = 0;
     while seen < RECORDS {
         let mut batch = consumer
