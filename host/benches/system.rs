@@ -140,6 +140,154 @@ async fn native(js: &jetstream::Context, size: usize) -> f64 {
     RECORDS as f64 / started.elapsed().as_secs_f64()
 }
 
+fn testkit_config(
+    dir: &std::path::Path,
+    url: &str,
+    connectors: &[(String, String, String, String)],
+) -> Config {
+    let plugin = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/target/wasm32-wasip2/release/testkit.wasm");
+    let mut text = format!(
+        "[bus]\nurl = \"{url}\"\n[host]\ndata_dir = \"{}\"\nhttp = \"127.0.0.1:0\"\n",
+        dir.join("data").display()
+    );
+    for (name, from, to, tag) in connectors {
+        text.push_str(&format!(
+            "[[connector]]\nname = \"{name}\"\nkind = \"transform\"\nplugin = \"{}\"\nfrom = \"{from}\"\nto = \"{to}\"\nconfig = {{ tag = \"{tag}\" }}\n",
+            plugin.display()
+        ));
+    }
+    Config::parse(&dir.join("plexus.toml"), &text).unwrap()
+}
+
+/// Upgrade a transform under 2,000 records/s: time from the reload to the
+/// first record of the new version, and what was lost or duplicated.
+async fn hot_swap(
+    js: &jetstream::Context,
+    dir: &std::path::Path,
+    url: &str,
+) -> (Duration, i64, i64) {
+    stream(js, "SWAP_IN", &["swap.in"]).await;
+    let spec = |tag: &str| {
+        testkit_config(
+            dir,
+            url,
+            &[(
+                "swap".into(),
+                "swap.in".into(),
+                "swap.out".into(),
+                tag.into(),
+            )],
+        )
+    };
+    let mut host = Host::start(spec("v1")).await.unwrap();
+    let out_stream = js.stream_by_subject("swap.out").await.unwrap();
+    let client = js.client();
+    let mut sub = client.subscribe("swap.out").await.unwrap();
+    let total = 8_000u64;
+    let publisher = {
+        let js = js.clone();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            for i in 0..total {
+                tokio::time::sleep_until((start + Duration::from_micros(500) * i as u32).into())
+                    .await;
+                let mut h = HeaderMap::new();
+                h.insert("Nats-Msg-Id", format!("swap-{i}").as_str());
+                js.publish_with_headers("swap.in", h, "x".into())
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    wait_stored(js, &out_stream, 2_000).await;
+    let reloaded = Instant::now();
+    host.reload(spec("v2")).await.unwrap();
+    let mut first_v2 = None;
+    while first_v2.is_none() {
+        let msg = sub.next().await.unwrap();
+        if msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Testkit-Tag"))
+            .map(|v| v.as_str() == "v2")
+            == Some(true)
+        {
+            first_v2 = Some(reloaded.elapsed());
+        }
+    }
+    publisher.await.unwrap();
+    let consumer: consumer::PullConsumer = js
+        .get_consumer_from_stream("plexus-swap", "SWAP_IN")
+        .await
+        .unwrap();
+    let mut consumer = consumer;
+    loop {
+        let info = consumer.info().await.unwrap();
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let out = stored(js, &out_stream).await as i64;
+    host.shutdown().await;
+    let lost = (total as i64 - out).max(0);
+    let duplicated = (out - total as i64).max(0);
+    (first_v2.unwrap_or_default(), lost, duplicated)
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// Start-up time with `n` connectors, and resident memory per idle connector.
+async fn density(dir: &std::path::Path, url: &str, n: usize) -> (Duration, Duration, f64) {
+    let connectors: Vec<_> = (0..n)
+        .map(|i| {
+            (
+                format!("c{i}"),
+                format!("d.in.{i}"),
+                format!("d.out.{i}"),
+                "x".to_owned(),
+            )
+        })
+        .collect();
+    let one = testkit_config(dir, url, &connectors[..1]);
+    let host = Host::start(one).await.unwrap();
+    host.shutdown().await;
+    let cold_dir = dir.join("cold");
+    std::fs::create_dir_all(&cold_dir).unwrap();
+    let before = rss_kib();
+    let started = Instant::now();
+    let host = Host::start(testkit_config(&cold_dir, url, &connectors))
+        .await
+        .unwrap();
+    let cold = started.elapsed();
+    let after = rss_kib();
+    host.shutdown().await;
+    let started = Instant::now();
+    let host = Host::start(testkit_config(&cold_dir, url, &connectors))
+        .await
+        .unwrap();
+    let warm = started.elapsed();
+    host.shutdown().await;
+    (
+        cold,
+        warm,
+        after.saturating_sub(before) as f64 / 1024.0 / n as f64,
+    )
+}
+
 fn config(dir: &std::path::Path, url: &str, name: &str, from: &str, to: &str) -> Config {
     let plugin = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../plugins/target/wasm32-wasip2/release/json_filter.wasm");
@@ -283,7 +431,7 @@ async fn main() {
         f.value_at_quantile(0.99),
         f.value_at_quantile(0.999)
     );
-    for rate in [1_000, 5_000] {
+    for rate in [1_000, 5_000, 10_000] {
         let h = latency(&client, &js, dir.path(), server.url(), rate, 10).await;
         println!(
             "| {rate} records/s ({} received) | {} µs | {} µs | {} µs |",
@@ -293,4 +441,23 @@ async fn main() {
             h.value_at_quantile(0.999)
         );
     }
+
+    let (swap, lost, duplicated) = hot_swap(&js, dir.path(), server.url()).await;
+    println!("\n## Hot swap under 2,000 records/s\n");
+    println!("| reload → first record of the new version | lost | duplicated |");
+    println!("|---|---|---|");
+    println!("| {} ms | {lost} | {duplicated} |", swap.as_millis());
+
+    let n = 100;
+    let (cold, warm, per) = density(dir.path(), server.url(), n).await;
+    println!("\n## Start-up and density ({n} idle transform connectors)\n");
+    println!(
+        "| start, compile cache cold | start, cache warm | resident memory per idle connector |"
+    );
+    println!("|---|---|---|");
+    println!(
+        "| {} ms | {} ms | {per:.2} MiB |",
+        cold.as_millis(),
+        warm.as_millis()
+    );
 }
