@@ -1,6 +1,7 @@
 //! Hostile plugins are contained: an infinite loop is interrupted at its
 //! timeout without starving its neighbours, a memory hog is stopped at its
-//! cap, and a panicking instance is replaced while later records flow.
+//! cap, a panicking instance is replaced while later records flow, and deep
+//! recursion and outputs too large for the bus are dead-lettered, not retried.
 
 use crate::support::*;
 
@@ -139,6 +140,56 @@ async fn a_panicking_instance_is_replaced() {
             "plexus_errors_total{connector=\"brittle\",kind=\"trap\"}"
         ),
         3.0
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_recursion_and_oversized_outputs_are_dead_lettered_not_retried() {
+    let bus = TestBus::start().await;
+    bus.stream("DEEP", "in.deep").await;
+    bus.stream("HUGE", "in.huge").await;
+    bus.publish_range("in.deep", 0..2, |i| format!("deep {i}"))
+        .await;
+    bus.publish_range("in.huge", 0..2, |i| format!("huge {i}"))
+        .await;
+    let connectors = [
+        testkit(
+            "deep",
+            "in.deep",
+            "out.deep",
+            "config = { mode = \"recurse\" }",
+        ),
+        testkit(
+            "huge",
+            "in.huge",
+            "out.huge",
+            "config = { mode = \"huge\", bytes = \"4000000\" }",
+        ),
+    ]
+    .concat();
+    let file = write_config(bus.dir.path(), Some(bus.url()), &connectors);
+    let host = start_host(&file).await;
+    bus.wait_drained("in.deep", "deep").await;
+    bus.wait_drained("in.huge", "huge").await;
+
+    for msg in bus.messages("dlq.deep").await {
+        assert_eq!(
+            header(&msg, "Plexus-Error").unwrap(),
+            "trap: wasm trap: call stack exhausted"
+        );
+    }
+    assert_eq!(bus.count("dlq.deep").await, 2);
+    let huge = bus.messages("dlq.huge").await;
+    assert_eq!(huge.len(), 2);
+    assert_eq!(
+        header(&huge[0], "Plexus-Error").unwrap(),
+        "output 0 is 4000000 bytes, more than the bus's maximum message size"
+    );
+    assert_eq!(
+        header(&huge[0], "Plexus-Deliveries").as_deref(),
+        Some("1"),
+        "not retried"
     );
     host.shutdown().await;
 }

@@ -2,6 +2,7 @@
 //! stored. Callers ack inputs or commit cursors only after this returns Ok.
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 
@@ -12,26 +13,40 @@ pub(super) struct Outgoing {
     pub(super) payload: Bytes,
 }
 
+/// Why records were not published.
+pub(super) enum PublishFailure {
+    /// A record can never be published (larger than the bus takes): the
+    /// input is at fault, not the bus.
+    Unpublishable(String),
+    /// The bus did not store them now; try again later.
+    Bus(String),
+}
+
 /// Publish all of `records`; the count once JetStream has stored each one
 /// (a duplicate id counts: JetStream already has it).
 pub(super) async fn publish_all(
     js: &jetstream::Context,
     records: Vec<Outgoing>,
-) -> Result<u64, String> {
+) -> Result<u64, PublishFailure> {
     let mut acks = Vec::with_capacity(records.len());
-    for record in records {
+    for (index, record) in records.into_iter().enumerate() {
+        let size = record.payload.len();
         let publish = PublishMessage::build()
             .payload(record.payload)
             .headers(record.headers);
-        acks.push(
-            js.send_publish(record.subject, publish)
-                .await
-                .map_err(|e| e.to_string())?,
-        );
+        match js.send_publish(record.subject, publish).await {
+            Ok(ack) => acks.push(ack),
+            Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                return Err(PublishFailure::Unpublishable(format!(
+                    "output {index} is {size} bytes, more than the bus's maximum message size"
+                )));
+            }
+            Err(e) => return Err(PublishFailure::Bus(e.to_string())),
+        }
     }
     let n = acks.len() as u64;
     for ack in acks {
-        ack.await.map_err(|e| e.to_string())?;
+        ack.await.map_err(|e| PublishFailure::Bus(e.to_string()))?;
     }
     Ok(n)
 }

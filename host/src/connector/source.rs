@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_nats::jetstream::{self, kv};
 use tokio::sync::watch;
 
-use super::publish::{Outgoing, publish_all, subject};
+use super::publish::{Outgoing, PublishFailure, publish_all, subject};
 use super::record::Lineage;
 use super::schedule::Schedule;
 use crate::bindings::{PluginError, PluginRecord};
@@ -179,7 +179,11 @@ impl Source {
                 self.metrics.records_out(&self.name, n);
                 Ok(n)
             }
-            Err(reason) => {
+            Err(PublishFailure::Unpublishable(reason)) => {
+                self.metrics.error(&self.name, "permanent");
+                Err(IngestError::Rejected(reason))
+            }
+            Err(PublishFailure::Bus(reason)) => {
                 self.metrics.error(&self.name, "publish");
                 Err(IngestError::Unavailable(format!(
                     "the bus did not store the records: {reason}"

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use async_nats::jetstream::Message;
 
 use super::consume::Handler;
-use super::publish::{Outgoing, publish_all, subject};
+use super::publish::{Outgoing, PublishFailure, publish_all, subject};
 use super::record::{Lineage, to_plugin_record};
 use super::settle::Settler;
 use crate::bindings::{PluginError, PluginRecord};
@@ -64,7 +64,13 @@ impl Handler for Transform {
                             tracing::warn!(connector = %name, %error, "Ack failed.");
                         }
                     }
-                    Err(reason) => {
+                    Err(PublishFailure::Unpublishable(reason)) => {
+                        metrics.error(name, "permanent");
+                        self.settle
+                            .dead_letter(&msg, &lineage, deliveries, &reason)
+                            .await;
+                    }
+                    Err(PublishFailure::Bus(reason)) => {
                         metrics.error(name, "publish");
                         tracing::warn!(connector = %name, record = %lineage.identity, %reason, "Publish failed; will retry.");
                         self.settle.nak(&msg, deliveries, None).await;

@@ -320,7 +320,7 @@ impl Pool {
             },
             Some(trap) => Fault {
                 kind: FaultKind::Trap,
-                message: format!("wasm trap: {trap}"),
+                message: trap.to_string(),
             },
             // The root cause, without the wasm backtrace wrapped around it.
             None => Fault {

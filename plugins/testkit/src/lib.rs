@@ -10,6 +10,8 @@
 //! | `grow` | allocates memory until the host's cap stops it |
 //! | `panic` | panics on payloads containing `panic`, echoes the rest |
 //! | `kv-count` | counts records per key in kv with compare-and-swap, outputs the count |
+//! | `recurse` | recurses until the stack runs out |
+//! | `huge` | outputs one record of `bytes` bytes (default 8 MiB) |
 //!
 //! Every output carries a `Testkit-Tag` header with `config.tag`, so tests can see
 //! which version of a connector produced a record across a hot swap.
@@ -46,6 +48,11 @@ impl Transform for Testkit {
                     panic!("testkit was asked to panic on record {}", input.key);
                 }
                 input
+            }
+            "recurse" => Record::new(input.key, depth(0).to_string()),
+            "huge" => {
+                let bytes: usize = config::get("bytes").and_then(|n| n.parse().ok()).unwrap_or(8 << 20);
+                Record::new(input.key, vec![b'x'; bytes])
             }
             "kv-count" => {
                 let count = increment(&input.key)?;
@@ -99,6 +106,13 @@ fn increment(key: &str) -> Result<u64, Error> {
             Err(e) => return Err(unavailable(e)),
         }
     }
+}
+
+/// Unbounded recursion the optimiser cannot turn into a loop.
+#[allow(unconditional_recursion)]
+fn depth(n: u64) -> u64 {
+    let frame = std::hint::black_box([n; 16]);
+    depth(frame[n as usize % 16] + 1) + frame[0]
 }
 
 fn spin_forever() -> ! {
