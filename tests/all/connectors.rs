@@ -257,6 +257,19 @@ async fn erp_post(
     (StatusCode::CREATED, [("retry-after", "0")], String::new())
 }
 
+/// A host config with one `erp` sink posting to `addr`, its token in a secrets file.
+fn erp_config(bus: &TestBus, addr: SocketAddr) -> std::path::PathBuf {
+    let secrets = secrets_file(bus.dir.path());
+    let sink = erp_sink(
+        "erp",
+        &format!("http://{addr}/orders"),
+        &format!("http://{addr}"),
+    );
+    let file = write_config(bus.dir.path(), Some(bus.url()), &sink);
+    with_secrets(&file, &secrets);
+    file
+}
+
 /// An ERP endpoint on a free port that fails its first `failures` requests.
 async fn erp_endpoint(failures: usize) -> (Arc<Erp>, SocketAddr) {
     let erp = Arc::new(Erp::default());
@@ -306,17 +319,7 @@ async fn a_flapping_sink_endpoint_ends_with_every_record_delivered_once() {
     bus.stream("ERP", "erp.orders").await;
     bus.publish_range("erp.orders", 0..60, |i| format!("{{\"po\":\"PO-{i}\"}}"))
         .await;
-    let secrets = secrets_file(bus.dir.path());
-    let file = write_config(
-        bus.dir.path(),
-        Some(bus.url()),
-        &erp_sink(
-            "erp",
-            &format!("http://{addr}/orders"),
-            &format!("http://{addr}"),
-        ),
-    );
-    with_secrets(&file, &secrets);
+    let file = erp_config(&bus, addr);
     let host = start_host(&file).await;
     bus.wait_drained("erp.orders", "erp").await;
 
@@ -363,17 +366,7 @@ async fn secrets_never_appear_in_logs_metrics_or_dead_letters() {
         format!("{{\"po\":\"PO-{i}\",\"note\":\"reject me\"}}")
     })
     .await;
-    let secrets = secrets_file(bus.dir.path());
-    let file = write_config(
-        bus.dir.path(),
-        Some(bus.url()),
-        &erp_sink(
-            "erp",
-            &format!("http://{addr}/orders"),
-            &format!("http://{addr}"),
-        ),
-    );
-    with_secrets(&file, &secrets);
+    let file = erp_config(&bus, addr);
     let mut host = HostProcess::spawn_with_env(
         &["up", "-c", file.to_str().unwrap()],
         bus.dir.path(),

@@ -182,6 +182,22 @@ impl TestBus {
         }
     }
 
+    /// `subject` holds exactly `n` records, each from a different source record.
+    pub async fn assert_exactly_once(&self, subject: &str, n: u64) {
+        assert_eq!(
+            self.count(subject).await,
+            n,
+            "nothing lost, nothing duplicated"
+        );
+        let sources: std::collections::HashSet<String> = self
+            .messages(subject)
+            .await
+            .iter()
+            .map(|m| header(m, "Plexus-Source").unwrap())
+            .collect();
+        assert_eq!(sources.len() as u64, n, "every source record once");
+    }
+
     /// Every message stored under `subject`, in stream order.
     pub async fn messages(&self, subject: &str) -> Vec<async_nats::jetstream::Message> {
         let expected = self.count(subject).await as usize;

@@ -102,7 +102,7 @@ impl Source {
             }
         };
         let n = self
-            .publish(polled.records, "")
+            .publish(polled.records, &[])
             .await
             .map_err(|e| e.to_string())?;
         if let Some(next) = polled.cursor.filter(|next| Some(next) != cursor.as_ref()) {
@@ -141,16 +141,17 @@ impl Source {
                 return Err(IngestError::Rejected(fault.to_string()));
             }
         };
-        // Records without a key are identified by the message they came in.
-        let message_id = headers::trace_id(&String::from_utf8_lossy(body));
-        self.publish(records, &message_id).await
+        self.publish(records, body).await
     }
 
     async fn publish(
         &self,
         records: Vec<PluginRecord>,
-        fallback_id: &str,
+        message: &[u8],
     ) -> Result<u64, IngestError> {
+        // Records without a key are identified by the message they came in
+        // (hashed only if some record needs it) and their own payload.
+        let mut message_id: Option<String> = None;
         self.metrics.records_in(&self.name, records.len() as u64);
         let mut outgoing = Vec::with_capacity(records.len());
         for (index, mut record) in records.into_iter().enumerate() {
@@ -161,7 +162,14 @@ impl Source {
             })?;
             let id = if record.key.is_empty() {
                 let payload_id = headers::trace_id(&String::from_utf8_lossy(&record.payload));
-                format!("{fallback_id}{payload_id}:{index}")
+                let message_id = message_id.get_or_insert_with(|| {
+                    if message.is_empty() {
+                        String::new()
+                    } else {
+                        headers::trace_id(&String::from_utf8_lossy(message))
+                    }
+                });
+                format!("{message_id}{payload_id}:{index}")
             } else {
                 record.key.clone()
             };
