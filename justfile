@@ -38,10 +38,13 @@ test: build-plugins
     cargo test --doc --workspace
     if cargo nextest --version >/dev/null 2>&1; then cargo nextest run --workspace --no-fail-fast; else cargo test --workspace --no-fail-fast; fi
 
-# Fuzz the parsers (config, MLLP framing, X12, HL7 v2, FHIR, CSV) with many
-# more generated inputs than `just test` runs; no input may panic.
-fuzz cases="20000": setup
+# Fuzz the parsers (config, MLLP framing, X12, HL7 v2, FHIR, CSV) and the
+# host/guest boundary (random records and config into every plugin through the
+# runtime) with many more generated inputs than `just test` runs; no input may
+# panic or fault.
+fuzz cases="20000": build-plugins
     PROPTEST_CASES={{cases}} cargo test -p plexus-host --lib fuzz_
+    PROPTEST_CASES={{cases}} cargo test -p plexus-host --test all boundary::fuzz_
     cd plugins && PROPTEST_CASES={{cases}} cargo test --lib --target {{host_target}} fuzz_
 
 # Formatting and clippy on both workspaces.
@@ -51,7 +54,8 @@ lint:
     cd plugins && cargo fmt --all --check && cargo clippy --all-targets -- -D warnings
 
 # The reliability suite at full size: 100,000 records through ten kill -9s,
-# and a nats-server restart mid-stream (`just test` runs it small).
+# a nats-server restart mid-stream, a sink endpoint flapping for a minute and
+# poison at 1% (`just test` runs it small).
 soak: build-plugins
     if cargo nextest --version >/dev/null 2>&1; then PLEXUS_SOAK=1 cargo nextest run -p plexus-host --no-fail-fast soak::; else PLEXUS_SOAK=1 cargo test -p plexus-host --test all soak::; fi
 

@@ -13,6 +13,8 @@ use plexus_host::config::{Kind, Limits};
 use plexus_host::engine::Runtime;
 use plexus_host::plugin::local::LocalPlugin;
 
+mod fixtures;
+
 fn plugin(name: &str) -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
         "../plugins/target/wasm32-wasip2/release/{name}.wasm"
@@ -23,32 +25,6 @@ fn plugin(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-/// An X12 850 interchange with `lines` PO1 lines.
-fn purchase_order_850(lines: usize) -> String {
-    let mut body = vec![
-        "BEG*00*SA*PO-900001**20260522".to_owned(),
-        "N1*ST*ST MARYS MAIN STORES*UL*0614141000012".to_owned(),
-        "N1*SE*MEDLINE INDUSTRIES*1*007901234".to_owned(),
-    ];
-    for n in 1..=lines {
-        body.push(format!(
-            "PO1*{n}*{}*CS*{}.50**UK*00614141000036*VN*MDS{n:04}",
-            n * 2,
-            10 + n
-        ));
-        body.push(format!("PID*F****SUPPLY ITEM NUMBER {n}"));
-    }
-    body.push(format!("CTT*{lines}"));
-    let mut text = "ISA*00*          *00*          *ZZ*STMARYSHOSP    *ZZ*MEDLINE        *260522*0830*U*00401*000000905*0*P*>~GS*PO*STMARYSHOSP*MEDLINE*20260522*0830*905*X*004010~ST*850*0001~".to_owned();
-    let count = body.len() + 2;
-    for segment in body {
-        text.push_str(&segment);
-        text.push('~');
-    }
-    text.push_str(&format!("SE*{count}*0001~GE*1*905~IEA*1*000000905~"));
-    text
 }
 
 fn bench(c: &mut Criterion) {
@@ -79,7 +55,7 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("plugin_call");
     let x12 = load("x12", &[]);
-    let po = purchase_order_850(50);
+    let po = fixtures::purchase_order_850("PO-900001", 50);
     assert_eq!(rt.block_on(x12.call("po", po.as_bytes())).unwrap().len(), 1);
     group.throughput(Throughput::Elements(1));
     group.bench_function("x12_850_50_lines", |b| {
@@ -93,10 +69,7 @@ fn bench(c: &mut Criterion) {
             ("route.large", "total.amount >= 10000"),
         ],
     );
-    let record = format!(
-        r#"{{"po_number":"PO-1","status":"approved","total":{{"amount":"25000.00","currency":"USD"}},"note":"{}"}}"#,
-        "x".repeat(900)
-    );
+    let record = fixtures::json_order(25_000, 1024);
     assert_eq!(
         rt.block_on(filter.call("po", record.as_bytes()))
             .unwrap()

@@ -1,9 +1,17 @@
-//! System benchmarks on a real nats-server: throughput of the host against a
-//! native ceiling (a hand-written JetStream consumer doing the same work with
-//! the same acks and headers), and end-to-end latency at fixed rates against
-//! a plain NATS round trip. Run with `just bench`; results go to
-//! `bench/RESULTS.md`. Numbers are ratios measured side by side in one run,
-//! so they hold on a noisy machine better than absolute values.
+//! System benchmarks on a real nats-server, each measured side by side in one
+//! run so that ratios hold on a noisy machine:
+//!
+//! - throughput of the host against a native ceiling — a hand-written
+//!   JetStream consumer on its own connection running the *same transform
+//!   crate compiled natively*, with the same pulls, publish ids, publish acks
+//!   and input acks — for a JSON filter and the X12 850 mapping at 1 KB and 4 KB;
+//! - clean throughput with 1% poison records against none;
+//! - open-loop end-to-end latency at fixed rates against a plain NATS round
+//!   trip, and a healthy connector's latency beside hostile plugins;
+//! - hot swap under load, start-up and memory with 100 connectors.
+//!
+//! Run with `just bench`; `bench/report.py` turns the output into
+//! `bench/RESULTS.md`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -19,15 +27,91 @@ use plexus_host::config::Config;
 use plexus_host::host::Host;
 use tokio::sync::Semaphore;
 
-const RECORDS: usize = 20_000;
+mod fixtures;
 
-fn payload(i: usize, size: usize) -> String {
-    let pad = size.saturating_sub(96);
-    format!(
-        r#"{{"po_number":"PO-{i}","status":"approved","total":{{"amount":"{}.00","currency":"USD"}},"note":"{}"}}"#,
-        i % 50_000,
-        "x".repeat(pad)
-    )
+const RECORDS: usize = 20_000;
+/// Records in flight, as the host allows itself per connector (its IN_FLIGHT).
+const IN_FLIGHT: usize = 256;
+
+/// A transform measured natively and as a plugin.
+#[derive(Clone, Copy)]
+enum Flow {
+    /// json-filter with a keep rule on 1 KiB purchase orders.
+    JsonFilter,
+    /// x12 inbound: an 850 interchange of `size` bytes to `purchase-order/1`.
+    X12 { size: usize },
+}
+
+impl Flow {
+    fn label(self) -> String {
+        match self {
+            Flow::JsonFilter => "JSON field filter, 1 KB".into(),
+            Flow::X12 { size } => format!("X12 850 → canonical, {} KB", size / 1024),
+        }
+    }
+
+    fn tag(self) -> String {
+        match self {
+            Flow::JsonFilter => "json".into(),
+            Flow::X12 { size } => format!("x12k{}", size / 1024),
+        }
+    }
+
+    fn payload(self, i: usize) -> String {
+        match self {
+            Flow::JsonFilter => fixtures::json_order(i, 1024),
+            Flow::X12 { size } => fixtures::purchase_order_850_of_size(&format!("PO-{i}"), size),
+        }
+    }
+
+    fn connector(self, name: &str, from: &str, to: &str) -> String {
+        match self {
+            Flow::JsonFilter => connector(
+                name,
+                "json_filter",
+                from,
+                to,
+                "config = { keep = \"status == approved\" }\n[connector.limits]\nconcurrency = 4",
+            ),
+            Flow::X12 { .. } => {
+                connector(name, "x12", from, to, "[connector.limits]\nconcurrency = 4")
+            }
+        }
+    }
+}
+
+/// The transform itself, natively: `(topic, payload)` per output.
+struct Native {
+    rules: json_filter::Rules,
+}
+
+impl Native {
+    fn new() -> Native {
+        let keep = [("keep".to_owned(), "status == approved".to_owned())];
+        Native {
+            rules: json_filter::Rules::from_config(&keep).unwrap(),
+        }
+    }
+
+    fn run(&self, flow: Flow, payload: &[u8]) -> Vec<(Option<String>, bytes::Bytes)> {
+        match flow {
+            Flow::JsonFilter => {
+                let value: serde_json::Value = serde_json::from_slice(payload).unwrap();
+                match self.rules.decide(&value) {
+                    None => vec![],
+                    Some(topic) => vec![(
+                        topic.map(str::to_owned),
+                        bytes::Bytes::copy_from_slice(payload),
+                    )],
+                }
+            }
+            Flow::X12 { .. } => x12::inbound(payload, None, &plexus_sdk::clock::now_rfc3339())
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.topic, r.payload.into()))
+                .collect(),
+        }
+    }
 }
 
 async fn stream(js: &jetstream::Context, name: &str, subjects: &[&str]) {
@@ -41,13 +125,15 @@ async fn stream(js: &jetstream::Context, name: &str, subjects: &[&str]) {
     .unwrap();
 }
 
-async fn publish_all(js: &jetstream::Context, subject: &str, size: usize) {
+/// Publish `RECORDS` inputs, each with an id and a numeric key.
+async fn publish_all(js: &jetstream::Context, subject: &str, payload: impl Fn(usize) -> String) {
     let mut acks = Vec::new();
     for i in 0..RECORDS {
         let mut h = HeaderMap::new();
-        h.insert("Nats-Msg-Id", format!("in-{i}").as_str());
+        h.insert("Nats-Msg-Id", format!("{subject}-{i}").as_str());
+        h.insert("Plexus-Key", i.to_string().as_str());
         acks.push(
-            js.publish_with_headers(subject.to_owned(), h, payload(i, size).into())
+            js.publish_with_headers(subject.to_owned(), h, payload(i).into())
                 .await
                 .unwrap(),
         );
@@ -79,30 +165,70 @@ async fn wait_stored(js: &jetstream::Context, stream_name: &str, n: u64) {
     }
 }
 
-/// The native ceiling: the same pull, filter, publish-with-id, await-ack, ack.
-async fn native(js: &jetstream::Context, size: usize) -> f64 {
-    stream(js, "NATIVE_IN", &["native.in"]).await;
-    stream(js, "NATIVE_OUT", &["native.out"]).await;
-    publish_all(js, "native.in", size).await;
-    let consumer: consumer::PullConsumer = js
+/// Counts outputs on `subject` and `subject.>` as they arrive; `rate` is
+/// outputs per second between the first and the last, so neither side's
+/// start-up (the host's compile, the native consumer's setup) is counted.
+struct Arrivals {
+    task: tokio::task::JoinHandle<(Instant, Instant)>,
+}
+
+impl Arrivals {
+    async fn watch(client: &async_nats::Client, subject: &str, expected: usize) -> Arrivals {
+        let exact = client.subscribe(subject.to_owned()).await.unwrap();
+        let children = client.subscribe(format!("{subject}.>")).await.unwrap();
+        let mut both = futures::stream::select(exact, children);
+        client.flush().await.unwrap();
+        let task = tokio::spawn(async move {
+            both.next().await.unwrap();
+            let first = Instant::now();
+            for _ in 1..expected {
+                both.next().await.unwrap();
+            }
+            (first, Instant::now())
+        });
+        Arrivals { task }
+    }
+
+    async fn rate(self, counted: usize) -> f64 {
+        let (first, last) = self.task.await.unwrap();
+        (counted - 1) as f64 / (last - first).as_secs_f64()
+    }
+}
+
+/// The native ceiling: its own connection; the same pull, transform,
+/// publish-with-id, await-ack, ack.
+async fn native(url: &str, js: &jetstream::Context, flow: Flow) -> f64 {
+    let tag = flow.tag();
+    let (from, to) = (format!("native.{tag}.in"), format!("native.{tag}.out"));
+    stream(js, &format!("NATIVE_{tag}_IN"), &[from.as_str()]).await;
+    stream(
+        js,
+        &format!("NATIVE_{tag}_OUT"),
+        &[to.as_str(), format!("{to}.>").as_str()],
+    )
+    .await;
+    publish_all(js, &from, |i| flow.payload(i)).await;
+    let arrivals = Arrivals::watch(&js.client(), &to, RECORDS).await;
+
+    let own = jetstream::new(async_nats::connect(url).await.unwrap());
+    let consumer: consumer::PullConsumer = own
         .create_consumer_on_stream(
             consumer::pull::Config {
-                durable_name: Some("native".into()),
+                durable_name: Some(format!("native-{tag}")),
                 ack_policy: consumer::AckPolicy::Explicit,
                 ..Default::default()
             },
-            "NATIVE_IN",
+            format!("NATIVE_{tag}_IN"),
         )
         .await
         .unwrap();
-    let started = Instant::now();
-    // As many records in flight as the host allows itself (its IN_FLIGHT).
-    let permits = Arc::new(Semaphore::new(256));
+    let transform = Arc::new(Native::new());
+    let permits = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut seen = 0;
     while seen < RECORDS {
         let mut batch = consumer
             .batch()
-            .max_messages(256)
+            .max_messages(IN_FLIGHT)
             .expires(Duration::from_millis(500))
             .messages()
             .await
@@ -111,53 +237,115 @@ async fn native(js: &jetstream::Context, size: usize) -> f64 {
             let msg = msg.unwrap();
             seen += 1;
             let permit = permits.clone().acquire_owned().await.unwrap();
-            let js = js.clone();
+            let (js, transform, to) = (own.clone(), transform.clone(), to.clone());
             tokio::spawn(async move {
-                let value: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
-                if value["status"] == "approved" {
-                    let id = msg
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get("Nats-Msg-Id"))
-                        .map(|v| v.as_str().to_owned())
-                        .unwrap();
+                let h = msg.headers.as_ref().unwrap();
+                let id = h.get("Nats-Msg-Id").unwrap().as_str().to_owned();
+                let key = h.get("Plexus-Key").unwrap().as_str().to_owned();
+                let mut acks = Vec::new();
+                for (n, (topic, payload)) in
+                    transform.run(flow, &msg.payload).into_iter().enumerate()
+                {
                     let mut h = HeaderMap::new();
-                    h.insert("Nats-Msg-Id", format!("native:{id}").as_str());
+                    h.insert("Nats-Msg-Id", format!("native:{id}:{n}").as_str());
+                    h.insert("Plexus-Key", key.as_str());
                     h.insert("Plexus-Source", id.as_str());
                     h.insert("Plexus-Hops", "native@0");
-                    js.publish_with_headers("native.out", h, msg.payload.clone())
-                        .await
-                        .unwrap()
-                        .await
-                        .unwrap();
+                    let subject = match topic {
+                        Some(topic) => format!("{to}.{topic}"),
+                        None => to.clone(),
+                    };
+                    acks.push(js.publish_with_headers(subject, h, payload).await.unwrap());
+                }
+                for ack in acks {
+                    ack.await.unwrap();
                 }
                 msg.ack().await.unwrap();
                 drop(permit);
             });
         }
     }
-    wait_stored(js, "NATIVE_OUT", RECORDS as u64).await;
-    RECORDS as f64 / started.elapsed().as_secs_f64()
+    arrivals.rate(RECORDS).await
 }
 
-fn testkit_config(
-    dir: &std::path::Path,
-    url: &str,
-    connectors: &[(String, String, String, String)],
-) -> Config {
-    let plugin = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins/target/wasm32-wasip2/release/testkit.wasm");
-    let mut text = format!(
-        "[bus]\nurl = \"{url}\"\n[host]\ndata_dir = \"{}\"\nhttp = \"127.0.0.1:0\"\n",
+fn plugin_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "../plugins/target/wasm32-wasip2/release/{name}.wasm"
+    ))
+}
+
+/// One `[[connector]]` table for a transform.
+fn connector(name: &str, plugin: &str, from: &str, to: &str, extra: &str) -> String {
+    format!(
+        "[[connector]]\nname = \"{name}\"\nkind = \"transform\"\nplugin = \"{}\"\nfrom = \"{from}\"\nto = \"{to}\"\n{extra}\n",
+        plugin_path(plugin).display()
+    )
+}
+
+fn host_config(dir: &std::path::Path, url: &str, connectors: &str) -> Config {
+    let text = format!(
+        "[bus]\nurl = \"{url}\"\n[host]\ndata_dir = \"{}\"\nhttp = \"127.0.0.1:0\"\n{connectors}",
         dir.join("data").display()
     );
-    for (name, from, to, tag) in connectors {
-        text.push_str(&format!(
-            "[[connector]]\nname = \"{name}\"\nkind = \"transform\"\nplugin = \"{}\"\nfrom = \"{from}\"\nto = \"{to}\"\nconfig = {{ tag = \"{tag}\" }}\n",
-            plugin.display()
-        ));
-    }
     Config::parse(&dir.join("plexus.toml"), &text).unwrap()
+}
+
+/// The same flow through the host, the transform a plugin.
+async fn plexus(js: &jetstream::Context, dir: &std::path::Path, url: &str, flow: Flow) -> f64 {
+    let tag = flow.tag();
+    let (from, to) = (format!("host.{tag}.in"), format!("host.{tag}.out"));
+    stream(js, &format!("HOST_{tag}_IN"), &[from.as_str()]).await;
+    publish_all(js, &from, |i| flow.payload(i)).await;
+    let arrivals = Arrivals::watch(&js.client(), &to, RECORDS).await;
+    let host = Host::start(host_config(dir, url, &flow.connector(&tag, &from, &to)))
+        .await
+        .unwrap();
+    let rate = arrivals.rate(RECORDS).await;
+    host.shutdown().await;
+    rate
+}
+
+/// Throughput of the records that pass when every `poison_every`-th one is
+/// poison (a permanent error, dead-lettered); 0 for none.
+async fn poisoned(
+    js: &jetstream::Context,
+    dir: &std::path::Path,
+    url: &str,
+    poison_every: usize,
+) -> (f64, u64) {
+    let name = format!("poison{poison_every}");
+    let (from, to) = (format!("{name}.in"), format!("{name}.out"));
+    stream(js, &format!("{name}_IN"), &[from.as_str()]).await;
+    publish_all(js, &from, |i| fixtures::json_order(i, 1024)).await;
+    let poison = if poison_every == 0 {
+        0
+    } else {
+        RECORDS.div_ceil(poison_every)
+    };
+    let clean = RECORDS - poison;
+    let arrivals = Arrivals::watch(&js.client(), &to, clean).await;
+    let mode = if poison_every == 0 {
+        "config = { mode = \"echo\" }".to_owned()
+    } else {
+        format!("config = {{ mode = \"fail-every-nth\", n = \"{poison_every}\" }}")
+    };
+    let host = Host::start(host_config(
+        dir,
+        url,
+        &connector(&name, "testkit", &from, &to, &mode),
+    ))
+    .await
+    .unwrap();
+    let rate = arrivals.rate(clean).await;
+    let dead = if poison == 0 {
+        0
+    } else {
+        let dlq = js.stream_by_subject(format!("dlq.{name}")).await.unwrap();
+        wait_stored(js, &dlq, poison as u64).await;
+        stored(js, &dlq).await
+    };
+    host.shutdown().await;
+    (rate, dead)
 }
 
 /// Upgrade a transform under 2,000 records/s: time from the reload to the
@@ -169,15 +357,16 @@ async fn hot_swap(
 ) -> (Duration, i64, i64) {
     stream(js, "SWAP_IN", &["swap.in"]).await;
     let spec = |tag: &str| {
-        testkit_config(
+        host_config(
             dir,
             url,
-            &[(
-                "swap".into(),
-                "swap.in".into(),
-                "swap.out".into(),
-                tag.into(),
-            )],
+            &connector(
+                "swap",
+                "testkit",
+                "swap.in",
+                "swap.out",
+                &format!("config = {{ tag = \"{tag}\" }}"),
+            ),
         )
     };
     let mut host = Host::start(spec("v1")).await.unwrap();
@@ -219,11 +408,10 @@ async fn hot_swap(
         }
     }
     publisher.await.unwrap();
-    let consumer: consumer::PullConsumer = js
+    let mut consumer: consumer::PullConsumer = js
         .get_consumer_from_stream("plexus-swap", "SWAP_IN")
         .await
         .unwrap();
-    let mut consumer = consumer;
     loop {
         let info = consumer.info().await.unwrap();
         if info.num_pending == 0 && info.num_ack_pending == 0 {
@@ -252,31 +440,36 @@ fn rss_kib() -> u64 {
 
 /// Start-up time with `n` connectors, and resident memory per idle connector.
 async fn density(dir: &std::path::Path, url: &str, n: usize) -> (Duration, Duration, f64) {
-    let connectors: Vec<_> = (0..n)
-        .map(|i| {
-            (
-                format!("c{i}"),
-                format!("d.in.{i}"),
-                format!("d.out.{i}"),
-                "x".to_owned(),
-            )
-        })
-        .collect();
-    let one = testkit_config(dir, url, &connectors[..1]);
-    let host = Host::start(one).await.unwrap();
+    let connectors = |count: usize| -> String {
+        (0..count)
+            .map(|i| {
+                connector(
+                    &format!("c{i}"),
+                    "testkit",
+                    &format!("d.in.{i}"),
+                    &format!("d.out.{i}"),
+                    "",
+                )
+            })
+            .collect()
+    };
+    // Streams and the runtime exist before the measurement.
+    let host = Host::start(host_config(dir, url, &connectors(1)))
+        .await
+        .unwrap();
     host.shutdown().await;
     let cold_dir = dir.join("cold");
     std::fs::create_dir_all(&cold_dir).unwrap();
     let before = rss_kib();
     let started = Instant::now();
-    let host = Host::start(testkit_config(&cold_dir, url, &connectors))
+    let host = Host::start(host_config(&cold_dir, url, &connectors(n)))
         .await
         .unwrap();
     let cold = started.elapsed();
     let after = rss_kib();
     host.shutdown().await;
     let started = Instant::now();
-    let host = Host::start(testkit_config(&cold_dir, url, &connectors))
+    let host = Host::start(host_config(&cold_dir, url, &connectors(n)))
         .await
         .unwrap();
     let warm = started.elapsed();
@@ -288,36 +481,31 @@ async fn density(dir: &std::path::Path, url: &str, n: usize) -> (Duration, Durat
     )
 }
 
-fn config(dir: &std::path::Path, url: &str, name: &str, from: &str, to: &str) -> Config {
-    let plugin = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins/target/wasm32-wasip2/release/json_filter.wasm");
-    let text = format!(
-        "[bus]\nurl = \"{url}\"\n[host]\ndata_dir = \"{}\"\nhttp = \"127.0.0.1:0\"\n\
-         [[connector]]\nname = \"{name}\"\nkind = \"transform\"\nplugin = \"{}\"\nfrom = \"{from}\"\nto = \"{to}\"\n\
-         config = {{ keep = \"status == approved\" }}\n[connector.limits]\nconcurrency = 4\n",
-        dir.join("data").display(),
-        plugin.display()
-    );
-    Config::parse(&dir.join("plexus.toml"), &text).unwrap()
-}
+/// Hostile testkit connectors, each fed a trickle of records while measured.
+const HOSTILE: [(&str, &str); 4] = [
+    (
+        "loop",
+        "config = { mode = \"loop\" }\n[connector.limits]\ntimeout = \"100ms\"\nconcurrency = 1",
+    ),
+    (
+        "grow",
+        "config = { mode = \"grow\" }\n[connector.limits]\nmemory = \"32MiB\"\nconcurrency = 1",
+    ),
+    (
+        "recurse",
+        "config = { mode = \"recurse\" }\n[connector.limits]\nconcurrency = 1",
+    ),
+    (
+        "huge",
+        "config = { mode = \"huge\", bytes = \"2097152\" }\n[connector.limits]\nconcurrency = 1",
+    ),
+];
+/// Records per second each hostile connector receives.
+const HOSTILE_RATE: u64 = 10;
 
-/// The same flow through the host with the json-filter plugin.
-async fn plexus(js: &jetstream::Context, dir: &std::path::Path, url: &str, size: usize) -> f64 {
-    stream(js, "PLEXUS_IN", &["plexus.in"]).await;
-    publish_all(js, "plexus.in", size).await;
-    let started = Instant::now();
-    let host = Host::start(config(dir, url, "bench", "plexus.in", "plexus.out"))
-        .await
-        .unwrap();
-    let out = js.stream_by_subject("plexus.out").await.unwrap();
-    wait_stored(js, &out, RECORDS as u64).await;
-    let rate = RECORDS as f64 / started.elapsed().as_secs_f64();
-    host.shutdown().await;
-    rate
-}
-
-/// Open-loop latency at `rate` records/s for `seconds`: publish time to the
-/// output arriving at a subscriber, through the host.
+/// Open-loop latency at `rate` records/s for `seconds` of the json-filter
+/// connector: publish time to the output arriving at a subscriber. The
+/// `hostile` plugins (modes from [`HOSTILE`]) run beside it in the same host.
 async fn latency(
     client: &async_nats::Client,
     js: &jetstream::Context,
@@ -325,13 +513,32 @@ async fn latency(
     url: &str,
     rate: u64,
     seconds: u64,
+    hostile: &[&str],
 ) -> Histogram<u64> {
-    let (from, to) = (format!("lat{rate}.in"), format!("lat{rate}.out"));
-    stream(js, &format!("LAT{rate}_IN"), &[from.as_str()]).await;
-    let host = Host::start(config(dir, url, &format!("lat{rate}"), &from, &to))
+    let name = format!("lat{rate}{}", hostile.concat());
+    let (from, to) = (format!("{name}.in"), format!("{name}.out"));
+    stream(js, &format!("{name}_IN"), &[from.as_str()]).await;
+    let mut connectors = Flow::JsonFilter.connector(&name, &from, &to);
+    let mut feeds = Vec::new();
+    for (mode, extra) in HOSTILE {
+        if hostile.contains(&mode) {
+            let hostile_in = format!("{name}.{mode}.in");
+            stream(js, &format!("{name}_{mode}_IN"), &[hostile_in.as_str()]).await;
+            connectors.push_str(&connector(
+                &format!("{name}-{mode}"),
+                "testkit",
+                &hostile_in,
+                &format!("{name}.{mode}.out"),
+                extra,
+            ));
+            feeds.push(hostile_in);
+        }
+    }
+    let host = Host::start(host_config(dir, url, &connectors))
         .await
         .unwrap();
     let mut sub = client.subscribe(to.clone()).await.unwrap();
+    client.flush().await.unwrap();
     let total = rate * seconds;
     let collector = tokio::spawn(async move {
         let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
@@ -347,16 +554,25 @@ async fn latency(
                 .and_then(|h| h.get("Sent-At"))
                 .and_then(|v| v.as_str().parse().ok())
                 .unwrap_or(0);
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_micros();
-            hist.record((now.saturating_sub(sent)).max(1) as u64)
+            hist.record((now_micros().saturating_sub(sent)).max(1) as u64)
                 .unwrap();
             n += 1;
         }
         hist
     });
+    let hostile_feed = {
+        let js = js.clone();
+        tokio::spawn(async move {
+            let interval = Duration::from_nanos(1_000_000_000 / HOSTILE_RATE);
+            let start = Instant::now();
+            for i in 0..HOSTILE_RATE * seconds {
+                tokio::time::sleep_until((start + interval * i as u32).into()).await;
+                for subject in &feeds {
+                    let _ = js.publish(subject.clone(), "hostile".into()).await;
+                }
+            }
+        })
+    };
     let interval = Duration::from_nanos(1_000_000_000 / rate);
     let start = Instant::now();
     for i in 0..total {
@@ -364,23 +580,27 @@ async fn latency(
         let due = start + interval * i as u32;
         tokio::time::sleep_until(due.into()).await;
         let mut h = HeaderMap::new();
-        h.insert("Nats-Msg-Id", format!("l{rate}-{i}").as_str());
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_micros();
-        h.insert("Sent-At", now.to_string().as_str());
+        h.insert("Nats-Msg-Id", format!("{name}-{i}").as_str());
+        h.insert("Sent-At", now_micros().to_string().as_str());
         let js = js.clone();
         let from = from.clone();
         tokio::spawn(async move {
             let _ = js
-                .publish_with_headers(from, h, payload(i as usize, 1024).into())
+                .publish_with_headers(from, h, fixtures::json_order(i as usize, 1024).into())
                 .await;
         });
     }
     let hist = collector.await.unwrap();
+    hostile_feed.await.unwrap();
     host.shutdown().await;
     hist
+}
+
+fn now_micros() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
 }
 
 /// The floor: a plain NATS publish → subscribe on the same machine.
@@ -397,6 +617,25 @@ async fn floor(client: &async_nats::Client) -> Histogram<u64> {
     hist
 }
 
+fn quantiles(h: &Histogram<u64>) -> String {
+    format!(
+        "{} µs | {} µs | {} µs",
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.99),
+        h.value_at_quantile(0.999)
+    )
+}
+
+/// Sections to run: all, or those named on the command line
+/// (`cargo bench --bench system -- hostile swap`).
+fn wanted(section: &str) -> bool {
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    named.is_empty() || named.iter().any(|n| n == section)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -405,59 +644,96 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let binary = find_binary(None).expect("nats-server: run `just setup`");
     let server = EmbeddedNats::start(&binary, &dir.path().join("nats"), None).unwrap();
-    let client = async_nats::connect(server.url()).await.unwrap();
+    let url = server.url();
+    let client = async_nats::connect(url).await.unwrap();
     let js = jetstream::new(client.clone());
 
-    println!(
-        "## Throughput: host vs native ceiling ({RECORDS} records, 1 KiB JSON, json-filter keep rule)\n"
-    );
-    println!("| flow | records/s | ratio |");
-    println!("|---|---|---|");
-    let ceiling = native(&js, 1024).await;
-    let host = plexus(&js, dir.path(), server.url(), 1024).await;
-    println!("| native Rust consumer (ceiling) | {ceiling:.0} | 1.00 |");
-    println!(
-        "| Plexus host, wasm plugin | {host:.0} | {:.2} |",
-        host / ceiling
-    );
+    if wanted("throughput") {
+        println!("## Throughput: host vs native ceiling ({RECORDS} records per flow)\n");
+        println!("| flow | native ceiling, records/s | Plexus host, records/s | ratio |");
+        println!("|---|---|---|---|");
+        for flow in [
+            Flow::JsonFilter,
+            Flow::X12 { size: 1024 },
+            Flow::X12 { size: 4096 },
+        ] {
+            let ceiling = native(url, &js, flow).await;
+            let host = plexus(&js, dir.path(), url, flow).await;
+            println!(
+                "| {} | {ceiling:.0} | {host:.0} | {:.2} |",
+                flow.label(),
+                host / ceiling
+            );
+        }
+    }
 
-    println!("\n## End-to-end latency (publish → output received), open loop, 10 s per rate\n");
-    println!("| load | p50 | p99 | p99.9 |");
-    println!("|---|---|---|---|");
-    let f = floor(&client).await;
-    println!(
-        "| plain NATS round trip (floor) | {} µs | {} µs | {} µs |",
-        f.value_at_quantile(0.5),
-        f.value_at_quantile(0.99),
-        f.value_at_quantile(0.999)
-    );
-    for rate in [1_000, 5_000, 10_000] {
-        let h = latency(&client, &js, dir.path(), server.url(), rate, 10).await;
+    if wanted("poison") {
+        let (clean, _) = poisoned(&js, dir.path(), url, 0).await;
+        let (dirty, dead) = poisoned(&js, dir.path(), url, 100).await;
+        println!("\n## Poison records at 1% ({RECORDS} records, testkit echo, 1 KiB)\n");
         println!(
-            "| {rate} records/s ({} received) | {} µs | {} µs | {} µs |",
-            h.len(),
-            h.value_at_quantile(0.5),
-            h.value_at_quantile(0.99),
-            h.value_at_quantile(0.999)
+            "| clean run, records/s | good records with 1% poison, records/s | ratio | dead-lettered |"
+        );
+        println!("|---|---|---|---|");
+        println!(
+            "| {clean:.0} | {dirty:.0} | {:.2} | {dead} of {} |",
+            dirty / clean,
+            RECORDS / 100
         );
     }
 
-    let (swap, lost, duplicated) = hot_swap(&js, dir.path(), server.url()).await;
-    println!("\n## Hot swap under 2,000 records/s\n");
-    println!("| reload → first record of the new version | lost | duplicated |");
-    println!("|---|---|---|");
-    println!("| {} ms | {lost} | {duplicated} |", swap.as_millis());
+    if wanted("latency") {
+        println!("\n## End-to-end latency (publish → output received), open loop, 10 s per rate\n");
+        println!("| load | p50 | p99 | p99.9 |");
+        println!("|---|---|---|---|");
+        let f = floor(&client).await;
+        println!("| plain NATS round trip (floor) | {} |", quantiles(&f));
+        for rate in [1_000, 5_000, 10_000] {
+            let h = latency(&client, &js, dir.path(), url, rate, 10, &[]).await;
+            println!(
+                "| {rate} records/s ({} received) | {} |",
+                h.len(),
+                quantiles(&h)
+            );
+        }
+    }
 
-    let n = 100;
-    let (cold, warm, per) = density(dir.path(), server.url(), n).await;
-    println!("\n## Start-up and density ({n} idle transform connectors)\n");
-    println!(
-        "| start, compile cache cold | start, cache warm | resident memory per idle connector |"
-    );
-    println!("|---|---|---|");
-    println!(
-        "| {} ms | {} ms | {per:.2} MiB |",
-        cold.as_millis(),
-        warm.as_millis()
-    );
+    if wanted("hostile") {
+        println!(
+            "\n## A healthy connector beside hostile plugins (2,000 records/s, 10 s; \
+             each hostile plugin gets {HOSTILE_RATE} records/s)\n"
+        );
+        println!("| healthy connector | p50 | p99 | p99.9 |");
+        println!("|---|---|---|---|");
+        let alone = latency(&client, &js, dir.path(), url, 2_000, 10, &[]).await;
+        println!("| alone | {} |", quantiles(&alone));
+        let all: Vec<&str> = HOSTILE.iter().map(|(mode, _)| *mode).collect();
+        for modes in all.iter().map(std::slice::from_ref).chain([all.as_slice()]) {
+            let beside = latency(&client, &js, dir.path(), url, 2_000, 10, modes).await;
+            println!("| beside {} | {} |", modes.join(" + "), quantiles(&beside));
+        }
+    }
+
+    if wanted("swap") {
+        let (swap, lost, duplicated) = hot_swap(&js, dir.path(), url).await;
+        println!("\n## Hot swap under 2,000 records/s\n");
+        println!("| reload → first record of the new version | lost | duplicated |");
+        println!("|---|---|---|");
+        println!("| {} ms | {lost} | {duplicated} |", swap.as_millis());
+    }
+
+    if wanted("density") {
+        let n = 100;
+        let (cold, warm, per) = density(dir.path(), url, n).await;
+        println!("\n## Start-up and density ({n} idle transform connectors)\n");
+        println!(
+            "| start, compile cache cold | start, cache warm | resident memory per idle connector |"
+        );
+        println!("|---|---|---|");
+        println!(
+            "| {} ms | {} ms | {per:.2} MiB |",
+            cold.as_millis(),
+            warm.as_millis()
+        );
+    }
 }

@@ -159,6 +159,16 @@ pub trait Sink {
 #[macro_export]
 macro_rules! export_transform {
     ($plugin:ident) => {
+        // Natively there is nothing to export: plugin crates then link side
+        // by side as plain libraries (the benchmarks' native ceiling).
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = {
+            #[allow(dead_code)]
+            fn native() {
+                let _ = <$plugin as $crate::Transform>::transform;
+            }
+        };
+        #[cfg(target_arch = "wasm32")]
         const _: () = {
             impl $crate::wit::transform::Guest for $plugin {
                 fn transform(input: $crate::Record) -> ::core::result::Result<::std::vec::Vec<$crate::Record>, $crate::Error> {
@@ -174,6 +184,16 @@ macro_rules! export_transform {
 #[macro_export]
 macro_rules! export_source {
     ($plugin:ident) => {
+        // Natively there is nothing to export: plugin crates then link side
+        // by side as plain libraries (the benchmarks' native ceiling).
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = {
+            #[allow(dead_code)]
+            fn native() {
+                let _ = <$plugin as $crate::Source>::poll;
+            }
+        };
+        #[cfg(target_arch = "wasm32")]
         const _: () = {
             impl $crate::wit::source::exports::plexus::connector::source_api::Guest for $plugin {
                 fn poll(
@@ -197,6 +217,16 @@ macro_rules! export_source {
 #[macro_export]
 macro_rules! export_sink {
     ($plugin:ident) => {
+        // Natively there is nothing to export: plugin crates then link side
+        // by side as plain libraries (the benchmarks' native ceiling).
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = {
+            #[allow(dead_code)]
+            fn native() {
+                let _ = <$plugin as $crate::Sink>::deliver;
+            }
+        };
+        #[cfg(target_arch = "wasm32")]
         const _: () = {
             impl $crate::wit::sink::Guest for $plugin {
                 fn deliver(

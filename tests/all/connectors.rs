@@ -18,13 +18,6 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use crate::support::*;
 
 /// Serve `app` on a free loopback port for the rest of the test.
-async fn serve(app: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
-
 fn connector(name: &str, kind: &str, plugin_name: &str, body: &str) -> String {
     format!(
         "[[connector]]\nname = \"{name}\"\nkind = \"{kind}\"\nplugin = \"{}\"\n{body}\n",

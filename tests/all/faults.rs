@@ -1,5 +1,5 @@
 //! Hostile plugins are contained: an infinite loop is interrupted at its
-//! timeout without starving its neighbours, a memory hog is stopped at its
+//! timeout, and paused between calls, without starving its neighbours, a memory hog is stopped at its
 //! cap, a panicking instance is replaced while later records flow, and deep
 //! recursion and outputs too large for the bus are dead-lettered, not retried.
 
@@ -10,7 +10,7 @@ async fn an_infinite_loop_is_interrupted_and_neighbours_keep_flowing() {
     let bus = TestBus::start().await;
     bus.stream("SPIN", "in.spin").await;
     bus.stream("CALM", "in.calm").await;
-    bus.publish_range("in.spin", 0..20, |i| format!("spin {i}"))
+    bus.publish_range("in.spin", 0..6, |i| format!("spin {i}"))
         .await;
     bus.publish_range("in.calm", 0..2000, |i| format!("calm {i}"))
         .await;
@@ -25,21 +25,30 @@ async fn an_infinite_loop_is_interrupted_and_neighbours_keep_flowing() {
     ]
     .concat();
     let file = write_config(bus.dir.path(), Some(bus.url()), &connectors);
+    let started = std::time::Instant::now();
     let host = start_host(&file).await;
 
-    // 20 looping records, one at a time, keep the spinner busy for six
-    // seconds; the calm connector must finish its 2000 records meanwhile.
+    // Six looping records, one at a time, keep the spinner busy for about
+    // five seconds (300 ms each, and a pause after each that doubles from
+    // 100 ms); the calm connector must finish its 2000 records meanwhile.
     bus.wait_drained("in.calm", "calm").await;
     let spun_out_so_far = bus.count("dlq.spinner").await;
     assert!(
-        spun_out_so_far < 20,
-        "the neighbour finished only after every loop was interrupted ({spun_out_so_far} of 20)"
+        spun_out_so_far < 6,
+        "the neighbour finished only after every loop was interrupted ({spun_out_so_far} of 6)"
     );
     assert_eq!(bus.count("out.calm").await, 2000);
 
     bus.wait_drained("in.spin", "spinner").await;
+    // 6 × 300 ms of looping, and pauses of 100 + 200 + 400 + 800 + 1600 ms
+    // before the second to sixth calls: a runaway connector is slowed down.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(6 * 300 + 3100),
+        "the spinner was paused between runaway calls ({:?})",
+        started.elapsed()
+    );
     let dead = bus.messages("dlq.spinner").await;
-    assert_eq!(dead.len(), 20);
+    assert_eq!(dead.len(), 6);
     for msg in &dead {
         let error = header(msg, "Plexus-Error").unwrap();
         assert_eq!(error, "timeout: interrupted at limits.timeout of 300ms");
@@ -50,7 +59,7 @@ async fn an_infinite_loop_is_interrupted_and_neighbours_keep_flowing() {
             &metrics,
             "plexus_errors_total{connector=\"spinner\",kind=\"timeout\"}"
         ),
-        20.0
+        6.0
     );
     host.shutdown().await;
 }

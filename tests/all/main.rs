@@ -6,6 +6,7 @@
 
 mod support;
 
+mod boundary;
 mod config_errors;
 mod connectors;
 mod contracts;

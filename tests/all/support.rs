@@ -363,3 +363,13 @@ impl Drop for HostProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Serve `app` on a free local port.
+pub async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    addr
+}

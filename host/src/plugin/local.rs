@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{LoadError, Plugin, Pool};
+use super::{Fault, LoadError, Plugin, Pool};
 use crate::bindings::{PluginError, PluginRecord};
 use crate::capability::{ConnectorContext, Granted};
 use crate::config::{Kind, Limits};
@@ -28,6 +28,32 @@ pub struct Output {
     pub payload: Vec<u8>,
 }
 
+/// Why a local call produced no records.
+#[derive(Debug)]
+pub enum Failure {
+    /// The plugin refused the record for good.
+    Permanent(String),
+    /// The plugin asked for the record to be tried again.
+    Retryable(String),
+    /// The instance trapped, timed out or hit its memory cap.
+    Fault(Fault),
+    /// Sinks are not run locally.
+    Unsupported,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Permanent(reason) => write!(f, "permanent error: {reason}"),
+            Failure::Retryable(reason) => write!(f, "retryable error: {reason}"),
+            Failure::Fault(fault) => write!(f, "{fault}"),
+            Failure::Unsupported => {
+                f.write_str("sinks deliver to outside systems; run them in a host")
+            }
+        }
+    }
+}
+
 /// A transform (or a source's `decode`) loaded for local runs.
 pub struct LocalPlugin {
     pool: Pool,
@@ -46,6 +72,16 @@ impl LocalPlugin {
         limits: Limits,
     ) -> Result<Self, LoadError> {
         let plugin = Plugin::load(runtime, path, kind, None)?;
+        Ok(Self::ready(plugin, kind, config, limits))
+    }
+
+    /// The same compiled plugin with another config: fresh instances, no
+    /// recompilation.
+    pub fn reconfigured(&self, config: BTreeMap<String, String>, limits: Limits) -> Self {
+        Self::ready(self.plugin.clone(), self.kind, config, limits)
+    }
+
+    fn ready(plugin: Plugin, kind: Kind, config: BTreeMap<String, String>, limits: Limits) -> Self {
         let context = Arc::new(ConnectorContext {
             name: "local".into(),
             config,
@@ -54,15 +90,15 @@ impl LocalPlugin {
             secrets: BTreeMap::new(),
             metrics: Arc::new(Metrics::default()),
         });
-        Ok(LocalPlugin {
+        LocalPlugin {
             pool: Pool::new(plugin.world.clone(), context, limits),
             kind,
             plugin,
-        })
+        }
     }
 
     /// Run one input through `transform` (or `decode` for a source).
-    pub async fn call(&self, key: &str, payload: &[u8]) -> Result<Vec<Output>, String> {
+    pub async fn call(&self, key: &str, payload: &[u8]) -> Result<Vec<Output>, Failure> {
         let result = match self.kind {
             Kind::Transform => {
                 let input = PluginRecord {
@@ -76,7 +112,7 @@ impl LocalPlugin {
                 self.pool.transform(&input).await
             }
             Kind::Source => self.pool.decode(payload).await,
-            Kind::Sink => return Err("sinks deliver to outside systems; run them in a host".into()),
+            Kind::Sink => return Err(Failure::Unsupported),
         };
         match result {
             Ok(Ok(records)) => Ok(records
@@ -89,9 +125,9 @@ impl LocalPlugin {
                     payload: r.payload,
                 })
                 .collect()),
-            Ok(Err(PluginError::Permanent(reason))) => Err(format!("permanent error: {reason}")),
-            Ok(Err(PluginError::Retryable(reason))) => Err(format!("retryable error: {reason}")),
-            Err(fault) => Err(fault.to_string()),
+            Ok(Err(PluginError::Permanent(reason))) => Err(Failure::Permanent(reason)),
+            Ok(Err(PluginError::Retryable(reason))) => Err(Failure::Retryable(reason)),
+            Err(fault) => Err(Failure::Fault(fault)),
         }
     }
 }

@@ -3,7 +3,14 @@
 //! Instantiation happens once per instance, never per record. An instance that
 //! traps, runs out of time or hits its memory cap is dropped (its store may be
 //! mid-call) and the next call builds a fresh one from the `InstancePre`.
+//!
+//! A connector whose calls keep running out of time or memory is paused
+//! before each further call ([`RUNAWAY_PAUSE`], doubling up to
+//! [`RUNAWAY_PAUSE_MAX`], cleared by a call that returns), so a runaway plugin
+//! cannot take the host's CPU from its neighbours; its records wait, they are
+//! not lost.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +30,21 @@ use crate::config::Limits;
 /// Past the deadline the epoch interrupts wasm code; this extra margin only
 /// catches a call stuck in an async host import (kv), which epochs cannot stop.
 const HOST_CALL_GRACE: Duration = Duration::from_secs(1);
+
+/// The pause after the first call in a row to exhaust its time or memory.
+const RUNAWAY_PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause between calls of a runaway connector.
+const RUNAWAY_PAUSE_MAX: Duration = Duration::from_secs(2);
+
+/// The pause before the next call after `strikes` exhausting calls in a row.
+fn runaway_pause(strikes: u32) -> Duration {
+    match strikes {
+        0 => Duration::ZERO,
+        n => RUNAWAY_PAUSE
+            .saturating_mul(1 << (n - 1).min(16))
+            .min(RUNAWAY_PAUSE_MAX),
+    }
+}
 
 /// A call that did not return normally; the instance has been discarded.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -89,6 +111,8 @@ pub struct Pool {
     idle: Mutex<Vec<Warm>>,
     /// At most `limits.concurrency` calls at once, so at most that many instances.
     calls: tokio::sync::Semaphore,
+    /// Calls in a row that ran out of time or memory.
+    strikes: AtomicU32,
 }
 
 fn wrong_world(export: &str) -> wasmtime::Error {
@@ -104,6 +128,7 @@ impl Pool {
             context,
             limits,
             idle: Mutex::new(Vec::new()),
+            strikes: AtomicU32::new(0),
         }
     }
 
@@ -202,6 +227,11 @@ impl Pool {
                 message: "the connector is stopping".into(),
             });
         };
+        let strikes = self.strikes.load(Ordering::Relaxed);
+        if strikes > 0 {
+            // Holding the call permit: the whole connector waits.
+            tokio::time::sleep(runaway_pause(strikes)).await;
+        }
         let taken = self.idle.lock().map(|mut idle| idle.pop()).unwrap_or(None);
         let mut warm = match taken {
             Some(warm) => warm,
@@ -214,14 +244,28 @@ impl Pool {
         self.context
             .metrics
             .plugin_call(&self.context.name, started.elapsed().as_secs_f64());
-        match outcome {
+        let result = match outcome {
             Ok((warm, Ok(result))) => {
                 self.put_back(warm);
                 Ok(result)
             }
             Ok((warm, Err(error))) => Err(self.classify(&warm.store, &error)),
             Err(_) => Err(self.stuck()),
+        };
+        match &result {
+            Ok(_) => self.strikes.store(0, Ordering::Relaxed),
+            Err(fault) if matches!(fault.kind, FaultKind::Timeout | FaultKind::Memory) => {
+                let strikes = self.strikes.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(
+                    connector = %self.context.name,
+                    %fault,
+                    pause = ?runaway_pause(strikes),
+                    "Plugin exhausted its limits; pausing the connector before its next call."
+                );
+            }
+            Err(_) => {}
         }
+        result
     }
 
     fn put_back(&self, warm: Warm) {
@@ -328,5 +372,21 @@ impl Pool {
                 message: error.root_cause().to_string(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runaway_connector_pauses_longer_each_time_up_to_the_cap() {
+        let ms = |n| runaway_pause(n).as_millis();
+        assert_eq!(ms(0), 0);
+        assert_eq!(ms(1), 100);
+        assert_eq!(ms(2), 200);
+        assert_eq!(ms(5), 1600);
+        assert_eq!(ms(6), 2000);
+        assert_eq!(ms(u32::MAX), 2000);
     }
 }
