@@ -55,14 +55,16 @@ lint:
 
 # The reliability suite at full size: 100,000 records through ten kill -9s,
 # a nats-server restart mid-stream, a sink endpoint flapping for a minute and
-# poison at 1% (`just test` runs it small).
+# poison at 1% (`just test` runs it small); its table goes to bench/RESULTS.md.
 soak: build-plugins
-    if cargo nextest --version >/dev/null 2>&1; then PLEXUS_SOAK=1 cargo nextest run -p plexus-host --no-fail-fast soak::; else PLEXUS_SOAK=1 cargo test -p plexus-host --test all soak::; fi
+    rm -rf target/soak
+    if cargo nextest --version >/dev/null 2>&1; then PLEXUS_SOAK=1 PLEXUS_SOAK_REPORT={{justfile_directory()}}/target/soak cargo nextest run -p plexus-host --no-fail-fast soak::; else PLEXUS_SOAK=1 PLEXUS_SOAK_REPORT={{justfile_directory()}}/target/soak cargo test -p plexus-host --test all soak::; fi
+    python3 bench/report.py soak target/soak
 
 # Benchmarks (release build): plugin call costs, throughput against a native
-# ceiling and latency at fixed rates, written to bench/RESULTS.md.
+# ceiling, poison, latency at fixed rates and beside hostile plugins, hot swap,
+# start-up and density, written to bench/RESULTS.md.
 bench: build-plugins
     cargo bench -p plexus-host --bench plugins -- --output-format bencher | tee target/bench.txt
     cargo bench -p plexus-host --bench system | tee target/bench-system.md
-    python3 bench/report.py target/bench.txt target/bench-system.md > bench/RESULTS.md
-    @echo "wrote bench/RESULTS.md"
+    python3 bench/report.py bench target/bench.txt target/bench-system.md

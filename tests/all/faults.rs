@@ -1,7 +1,9 @@
 //! Hostile plugins are contained: an infinite loop is interrupted at its
-//! timeout, and paused between calls, without starving its neighbours, a memory hog is stopped at its
-//! cap, a panicking instance is replaced while later records flow, and deep
-//! recursion and outputs too large for the bus are dead-lettered, not retried.
+//! timeout and paused between calls without starving its neighbours, and
+//! stopping it releases its waiting records to the fixed version; a memory hog
+//! is stopped at its cap, a panicking instance is replaced while later records
+//! flow, and deep recursion and outputs too large for the bus are
+//! dead-lettered, not retried.
 
 use crate::support::*;
 
@@ -61,6 +63,42 @@ async fn an_infinite_loop_is_interrupted_and_neighbours_keep_flowing() {
         ),
         6.0
     );
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_a_paused_runaway_releases_its_records_to_the_fixed_version() {
+    let bus = TestBus::start().await;
+    bus.stream("SPIN", "in.spin").await;
+    bus.publish_range("in.spin", 0..20, |i| format!("spin {i}"))
+        .await;
+    let spinner = |mode: &str| {
+        testkit(
+            "spinner",
+            "in.spin",
+            "out.spin",
+            &format!(
+                "config = {{ mode = \"{mode}\" }}\n[connector.limits]\ntimeout = \"100ms\"\nconcurrency = 1"
+            ),
+        )
+    };
+    let file = write_config(bus.dir.path(), Some(bus.url()), &spinner("loop"));
+    let host = start_host(&file).await;
+    // Two timeouts in a row: the connector now pauses before each call.
+    bus.wait_for_count("dlq.spinner", 2).await;
+    host.shutdown().await;
+    let dead = bus.count("dlq.spinner").await;
+    assert!(
+        dead < 20,
+        "the stop released the records still waiting, it did not run them all ({dead} dead-lettered)"
+    );
+
+    // The fixed version gets every record the runaway one did not fail.
+    let file = write_config(bus.dir.path(), Some(bus.url()), &spinner("echo"));
+    let host = start_host(&file).await;
+    bus.wait_drained("in.spin", "spinner").await;
+    assert_eq!(bus.count("out.spin").await, 20 - dead);
+    assert_eq!(bus.count("dlq.spinner").await, dead);
     host.shutdown().await;
 }
 

@@ -10,7 +10,9 @@
 //!   every other one delivered once.
 //!
 //! `just test` runs a short form; `just soak` sets PLEXUS_SOAK=1 for the full
-//! one (100,000 records, ten kills, a minute of flapping).
+//! one (100,000 records, ten kills, a minute of flapping) and
+//! PLEXUS_SOAK_REPORT to a directory where each passing test leaves its row of
+//! the reliability table in `bench/RESULTS.md`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,6 +30,21 @@ use crate::support::*;
 
 fn soak() -> bool {
     std::env::var_os("PLEXUS_SOAK").is_some()
+}
+
+/// Leave this test's row of the reliability table where `just soak` collects
+/// them; called only once every assertion has held.
+fn report(test: &str, scenario: String, outcome: String) {
+    let Some(dir) = std::env::var_os("PLEXUS_SOAK_REPORT") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).expect("soak report directory");
+    std::fs::write(
+        dir.join(format!("{test}.md")),
+        format!("| {scenario} | {outcome} |\n"),
+    )
+    .expect("soak report");
 }
 
 /// A small xorshift generator; the seed is printed so a failure can be replayed.
@@ -101,6 +118,11 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     assert!(host.child.wait().unwrap().success());
 
     bus.assert_exactly_once("out.soak", records).await;
+    report(
+        "kill",
+        format!("{records} records through a transform, host killed -9 at {kills} random moments"),
+        format!("{records} outputs: 0 missing, 0 duplicated"),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,6 +154,11 @@ async fn a_nats_restart_mid_stream_loses_nothing() {
     bus.wait_drained("in.restart", "ledger").await;
     bus.assert_exactly_once("out.restart", records as u64).await;
     host.shutdown().await;
+    report(
+        "restart",
+        format!("{records} records, nats-server restarted after {before}"),
+        "host reconnected by itself; 0 missing, 0 duplicated".into(),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,6 +200,14 @@ async fn poison_at_one_percent_is_all_dead_lettered_with_reasons() {
     let expected: Vec<u64> = (1..=poison).map(|k| k * 100).collect();
     assert_eq!(keys, expected, "every poison record dead-lettered once");
     host.shutdown().await;
+    report(
+        "poison",
+        format!("{records} records, every 100th poison"),
+        format!(
+            "{poison} dead-lettered once each with its reason; {} delivered once",
+            records as u64 - poison
+        ),
+    );
 }
 
 /// An ERP that applies each idempotency key once and answers a repeated key
@@ -379,10 +414,22 @@ async fn a_sink_endpoint_flapping_for_a_minute_applies_every_record_once() {
         journals, expected,
         "every record applied, each under exactly one idempotency key"
     );
-    eprintln!(
-        "{} outages; {} repeated deliveries answered by idempotency",
-        outages.len(),
-        ledger.repeats.load(Ordering::SeqCst)
-    );
     host.shutdown().await;
+    let refused = outages
+        .iter()
+        .filter(|o| matches!(o, Outage::Refused))
+        .count();
+    report(
+        "flapping",
+        format!(
+            "{records} journal entries at {per_second}/s to an ERP endpoint flapping for {seconds} s \
+             ({refused} times refusing connections, {} times answering 503)",
+            outages.len() - refused
+        ),
+        format!(
+            "all applied once by idempotency key ({} repeats answered as done, {} 503s retried), 0 dead-lettered",
+            ledger.repeats.load(Ordering::SeqCst),
+            ledger.refusals.load(Ordering::SeqCst)
+        ),
+    );
 }

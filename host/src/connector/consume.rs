@@ -30,6 +30,8 @@ pub(super) trait Handler: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// Handle and settle one record.
     fn handle(self: Arc<Self>, msg: Message) -> impl Future<Output = ()> + Send;
+    /// No more records will be taken; the ones in flight are being finished.
+    fn stopping(&self);
 }
 
 /// Consume until `stop` turns true, then finish every record already taken.
@@ -87,5 +89,6 @@ pub(super) async fn run<H: Handler>(
             while in_flight.try_join_next().is_some() {}
         }
     }
+    handler.stopping();
     while in_flight.join_next().await.is_some() {}
 }

@@ -4,7 +4,8 @@
 //! - `ok` → ack;
 //! - `retry-after(ms)` → nak with that delay, or dead-letter once
 //!   `max_deliver` deliveries have failed;
-//! - `permanent` or a fault → dead-letter, then terminate.
+//! - `permanent` or a fault → dead-letter, then terminate;
+//! - released unrun by a stop during a runaway pause → nak for the next version.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use super::record::to_plugin_record;
 use super::settle::Settler;
 use crate::bindings::sink::{Delivery, Outcome};
 use crate::bus::headers;
-use crate::plugin::Pool;
+use crate::plugin::{FaultKind, Pool};
 
 pub(super) struct Sink {
     pub(super) pool: Pool,
@@ -26,6 +27,10 @@ pub(super) struct Sink {
 impl Handler for Sink {
     fn name(&self) -> &str {
         &self.settle.name
+    }
+
+    fn stopping(&self) {
+        self.pool.stop();
     }
 
     async fn handle(self: Arc<Self>, msg: Message) {
@@ -52,6 +57,12 @@ impl Handler for Sink {
                 return self
                     .settle
                     .dead_letter(&msg, &lineage, deliveries, &reason)
+                    .await;
+            }
+            Err(fault) if fault.kind == FaultKind::Released => {
+                return self
+                    .settle
+                    .nak(&msg, deliveries, Some(Duration::ZERO))
                     .await;
             }
             Err(fault) => {

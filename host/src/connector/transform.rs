@@ -6,9 +6,11 @@
 //! - retryable error → nak with the connector's backoff, or dead-letter once
 //!   `max_deliver` deliveries have failed;
 //! - permanent error, trap, timeout, memory cap → dead-letter, then terminate;
-//! - the bus refused a publish → nak with backoff (the plugin is not blamed).
+//! - the bus refused a publish → nak with backoff (the plugin is not blamed);
+//! - released unrun by a stop during a runaway pause → nak for the next version.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::jetstream::Message;
 
@@ -18,7 +20,7 @@ use super::record::{Lineage, to_plugin_record};
 use super::settle::Settler;
 use crate::bindings::{PluginError, PluginRecord};
 use crate::contract::Contracts;
-use crate::plugin::Pool;
+use crate::plugin::{FaultKind, Pool};
 
 pub(super) struct Transform {
     /// `connector@plugin-version`, appended to `Plexus-Hops`.
@@ -32,6 +34,10 @@ pub(super) struct Transform {
 impl Handler for Transform {
     fn name(&self) -> &str {
         &self.settle.name
+    }
+
+    fn stopping(&self) {
+        self.pool.stop();
     }
 
     async fn handle(self: Arc<Self>, msg: Message) {
@@ -87,6 +93,11 @@ impl Handler for Transform {
                 metrics.error(name, "permanent");
                 self.settle
                     .dead_letter(&msg, &lineage, deliveries, &reason)
+                    .await;
+            }
+            Err(fault) if fault.kind == FaultKind::Released => {
+                self.settle
+                    .nak(&msg, deliveries, Some(Duration::ZERO))
                     .await;
             }
             Err(fault) => {

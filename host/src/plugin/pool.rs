@@ -8,7 +8,8 @@
 //! before each further call ([`RUNAWAY_PAUSE`], doubling up to
 //! [`RUNAWAY_PAUSE_MAX`], cleared by a call that returns), so a runaway plugin
 //! cannot take the host's CPU from its neighbours; its records wait, they are
-//! not lost.
+//! not lost. Stopping the connector ([`Pool::stop`]) cuts the pause short and
+//! releases the waiting records for the next version.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,6 +68,9 @@ pub enum FaultKind {
     Trap,
     /// Could not be instantiated.
     Instantiate,
+    /// Never called: the connector was stopped while paused as a runaway. The
+    /// record is released for the next version rather than waited for.
+    Released,
 }
 
 impl FaultKind {
@@ -77,6 +81,7 @@ impl FaultKind {
             FaultKind::Memory => "memory",
             FaultKind::Trap => "trap",
             FaultKind::Instantiate => "instantiate",
+            FaultKind::Released => "released",
         }
     }
 }
@@ -113,6 +118,8 @@ pub struct Pool {
     calls: tokio::sync::Semaphore,
     /// Calls in a row that ran out of time or memory.
     strikes: AtomicU32,
+    /// Set when the connector stops, to cut a runaway pause short.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 fn wrong_world(export: &str) -> wasmtime::Error {
@@ -129,7 +136,15 @@ impl Pool {
             limits,
             idle: Mutex::new(Vec::new()),
             strikes: AtomicU32::new(0),
+            stopping: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// The connector is stopping: calls waiting out a runaway pause, and any
+    /// made during one, return [`FaultKind::Released`] at once instead of
+    /// holding the stop up for as long as the backlog of pauses.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
     }
 
     /// The connector this pool serves.
@@ -230,7 +245,16 @@ impl Pool {
         let strikes = self.strikes.load(Ordering::Relaxed);
         if strikes > 0 {
             // Holding the call permit: the whole connector waits.
-            tokio::time::sleep(runaway_pause(strikes)).await;
+            let mut stopping = self.stopping.subscribe();
+            tokio::select! {
+                () = tokio::time::sleep(runaway_pause(strikes)) => {}
+                _ = stopping.wait_for(|stopping| *stopping) => {
+                    return Err(Fault {
+                        kind: FaultKind::Released,
+                        message: "the connector stopped while paused after repeated faults".into(),
+                    });
+                }
+            }
         }
         let taken = self.idle.lock().map(|mut idle| idle.pop()).unwrap_or(None);
         let mut warm = match taken {
