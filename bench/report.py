@@ -98,14 +98,20 @@ def targets(system):
         out.append(f"- p99 at 5,000 records/s is {gap:.1f} ms above the floor (target ≤ 2 ms) — {verdict}.")
     hostile = {row[0]: number(row[2]) for row in table(found, "A healthy connector")}
     alone = hostile.pop("alone", None)
+    again = hostile.pop("alone, again", None)
     if alone and hostile:
-        worst_name, worst = max(hostile.items(), key=lambda kv: kv[1])
-        over = worst / alone - 1
-        verdict = "met" if over <= 0.10 else f"missed: {over:.0%} above alone, {(worst - alone * 1.1) / 1000:.1f} ms past the target"
-        out.append(
-            f"- the healthy connector's p99 {worst_name} is {worst / 1000:.1f} ms against "
-            f"{alone / 1000:.1f} ms alone (target within 10%) — {verdict}."
-        )
+        for name, p99 in hostile.items():
+            over = p99 / alone - 1
+            verdict = "met" if over <= 0.10 else f"missed by {over - 0.10:.0%} ({(p99 - alone * 1.1) / 1000:.1f} ms)"
+            out.append(
+                f"- the healthy connector's p99 {name} is {p99 / 1000:.2f} ms against "
+                f"{alone / 1000:.2f} ms alone, {over:+.0%} (target within 10%) — {verdict}."
+            )
+        if again:
+            out.append(
+                f"  Two identical runs alone, first and last, differ by "
+                f"{abs(again - alone) / min(again, alone):.0%} at p99 on this machine."
+            )
     for swap, lost, dup in table(found, "Hot swap"):
         ms, lost, dup = number(swap), int(lost), int(dup)
         ok = ms < 50 and lost == 0 and dup == 0
@@ -164,20 +170,33 @@ def render():
 
     if system:
         print("## Targets\n")
-        print("\n".join(targets(system)))
-        print(NOTES)
+        lines = targets(system)
+        print("\n".join(lines))
+        if any("healthy connector" in l and "missed" in l for l in lines):
+            print(NOTES)
     print(IMPROVEMENTS)
 
 
 NOTES = """
-Where the hostile-plugin target is missed, the cause is CPU, not isolation:
-this machine has 2 cores. A plugin stuck in a loop runs until its
-`limits.timeout` (100 ms in the benchmark) before the epoch interrupt stops it,
-and a memory bomb or a deep recursion spends its time growing memory and the
-stack before it traps, so every hostile record burns up to a core for that
-long. The healthy connector's instances, pool and bus are separate and none of
-its records fail; what it loses is CPU time. The runaway pause (below) caps how
-much a connector that keeps hitting its limits can take."""
+What the profile shows where the hostile-plugin target is missed (`perf
+record` over the whole section on the 2-core development machine): the
+machine is not saturated — about 0.6 of its 2 cores are busy on average, wasm
+code is 6% of the samples, nats-server 21%, the kernel's scheduling and
+networking most of the rest. The runaway pause keeps the looping plugin and
+the memory bomb off the CPU most of the time. So the tail comes from short
+stalls, not from lost capacity; our reading, not yet confirmed by a trace of
+single stalls, is that a hostile record holds one of the runtime's two worker
+threads while its instance is rebuilt after a trap, while memory grows, or
+for an epoch tick of looping, and healthy records queued on that worker wait.
+With one record in a hundred delayed by about a millisecond, the p99 moves.
+The p99 alone is itself about 1 ms, so the misses beside one hostile plugin
+are 0.1 to 0.5 ms in absolute terms. A 1 ms epoch tick
+and twice the worker threads were both tried and moved nothing beyond the
+noise between identical runs. The next step is to run plugin calls on
+threads of their own, apart from the workers that move records on and off
+the bus, so the OS rather than the async scheduler shares the cores between
+them.
+"""
 
 IMPROVEMENTS = """## Improvements
 
@@ -196,9 +215,13 @@ Each measured before and after on this machine, in the same kind of run.
   21.4 ms (977 µs alone): the hostile ones kept both cores busy. A connector
   whose calls keep ending in a timeout or memory fault now pauses before its
   next call, 100 ms doubling to 2 s, and any call that returns resets it;
-  after: RUNAWAY_AFTER.
-- **Epoch tick, tried and dropped.** A 1 ms epoch tick (against 10 ms) did not
-  lower the healthy connector's p99 beside the hostile plugins; kept at 10 ms."""
+  after: 2.6 ms (0.85 ms alone). Stopping such a connector cuts its pause
+  short and releases its waiting records to the next version.
+- **Tried and dropped.** A 1 ms epoch tick (against 10 ms), before and after
+  the runaway pause, and four runtime worker threads instead of two did not
+  lower the healthy connector's p99 beside the hostile plugins beyond the
+  noise between identical runs (3.9 ms and 2.0 ms against 2.6 ms); kept as
+  they were."""
 
 
 def main():

@@ -515,7 +515,10 @@ async fn latency(
     seconds: u64,
     hostile: &[&str],
 ) -> Histogram<u64> {
-    let name = format!("lat{rate}{}", hostile.concat());
+    // Unique per run: a repeated run must not meet the last one's streams or ids.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("lat{run}x{rate}{}", hostile.concat());
     let (from, to) = (format!("{name}.in"), format!("{name}.out"));
     stream(js, &format!("{name}_IN"), &[from.as_str()]).await;
     let mut connectors = Flow::JsonFilter.connector(&name, &from, &to);
@@ -712,6 +715,9 @@ async fn main() {
             let beside = latency(&client, &js, dir.path(), url, 2_000, 10, modes).await;
             println!("| beside {} | {} |", modes.join(" + "), quantiles(&beside));
         }
+        // The same run as the first: how far apart two identical runs land.
+        let again = latency(&client, &js, dir.path(), url, 2_000, 10, &[]).await;
+        println!("| alone, again | {} |", quantiles(&again));
     }
 
     if wanted("swap") {
