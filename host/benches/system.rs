@@ -5,9 +5,11 @@
 //!   JetStream consumer on its own connection running the *same transform
 //!   crate compiled natively*, with the same pulls, publish ids, publish acks
 //!   and input acks — for a JSON filter and the X12 850 mapping at 1 KB and 4 KB;
-//! - clean throughput with 1% poison records against none;
+//! - clean throughput with 1% poison records against none (both of these as
+//!   medians of alternating runs);
 //! - open-loop end-to-end latency at fixed rates against a plain NATS round
-//!   trip, and a healthy connector's latency beside hostile plugins;
+//!   trip, and a healthy connector's latency beside hostile plugins (with a
+//!   second run alone, to show the noise between identical runs);
 //! - hot swap under load, start-up and memory with 100 connectors.
 //!
 //! Run with `just bench`; `bench/report.py` turns the output into
@@ -30,6 +32,8 @@ use tokio::sync::Semaphore;
 mod fixtures;
 
 const RECORDS: usize = 20_000;
+/// Runs of each side per throughput flow; the median is reported.
+const ROUNDS: usize = 5;
 /// Records in flight, as the host allows itself per connector (its IN_FLIGHT).
 const IN_FLIGHT: usize = 256;
 
@@ -197,8 +201,8 @@ impl Arrivals {
 
 /// The native ceiling: its own connection; the same pull, transform,
 /// publish-with-id, await-ack, ack.
-async fn native(url: &str, js: &jetstream::Context, flow: Flow) -> f64 {
-    let tag = flow.tag();
+async fn native(url: &str, js: &jetstream::Context, flow: Flow, round: usize) -> f64 {
+    let tag = format!("{}r{round}", flow.tag());
     let (from, to) = (format!("native.{tag}.in"), format!("native.{tag}.out"));
     stream(js, &format!("NATIVE_{tag}_IN"), &[from.as_str()]).await;
     stream(
@@ -291,8 +295,14 @@ fn host_config(dir: &std::path::Path, url: &str, connectors: &str) -> Config {
 }
 
 /// The same flow through the host, the transform a plugin.
-async fn plexus(js: &jetstream::Context, dir: &std::path::Path, url: &str, flow: Flow) -> f64 {
-    let tag = flow.tag();
+async fn plexus(
+    js: &jetstream::Context,
+    dir: &std::path::Path,
+    url: &str,
+    flow: Flow,
+    round: usize,
+) -> f64 {
+    let tag = format!("{}r{round}", flow.tag());
     let (from, to) = (format!("host.{tag}.in"), format!("host.{tag}.out"));
     stream(js, &format!("HOST_{tag}_IN"), &[from.as_str()]).await;
     publish_all(js, &from, |i| flow.payload(i)).await;
@@ -312,8 +322,9 @@ async fn poisoned(
     dir: &std::path::Path,
     url: &str,
     poison_every: usize,
+    round: usize,
 ) -> (f64, u64) {
-    let name = format!("poison{poison_every}");
+    let name = format!("poison{poison_every}r{round}");
     let (from, to) = (format!("{name}.in"), format!("{name}.out"));
     stream(js, &format!("{name}_IN"), &[from.as_str()]).await;
     publish_all(js, &from, |i| fixtures::json_order(i, 1024)).await;
@@ -620,6 +631,11 @@ async fn floor(client: &async_nats::Client) -> Histogram<u64> {
     hist
 }
 
+fn median(mut rates: Vec<f64>) -> f64 {
+    rates.sort_by(f64::total_cmp);
+    rates[rates.len() / 2]
+}
+
 fn quantiles(h: &Histogram<u64>) -> String {
     format!(
         "{} µs | {} µs | {} µs",
@@ -652,7 +668,9 @@ async fn main() {
     let js = jetstream::new(client.clone());
 
     if wanted("throughput") {
-        println!("## Throughput: host vs native ceiling ({RECORDS} records per flow)\n");
+        println!(
+            "## Throughput: host vs native ceiling ({RECORDS} records per run, median of {ROUNDS} alternating runs)\n"
+        );
         println!("| flow | native ceiling, records/s | Plexus host, records/s | ratio |");
         println!("|---|---|---|---|");
         for flow in [
@@ -660,8 +678,14 @@ async fn main() {
             Flow::X12 { size: 1024 },
             Flow::X12 { size: 4096 },
         ] {
-            let ceiling = native(url, &js, flow).await;
-            let host = plexus(&js, dir.path(), url, flow).await;
+            // Alternate the two, a few rounds each, and take each one's median:
+            // one short run on a shared machine says little.
+            let (mut ceilings, mut hosts) = (Vec::new(), Vec::new());
+            for round in 0..ROUNDS {
+                ceilings.push(native(url, &js, flow, round).await);
+                hosts.push(plexus(&js, dir.path(), url, flow, round).await);
+            }
+            let (ceiling, host) = (median(ceilings), median(hosts));
             println!(
                 "| {} | {ceiling:.0} | {host:.0} | {:.2} |",
                 flow.label(),
@@ -671,11 +695,19 @@ async fn main() {
     }
 
     if wanted("poison") {
-        let (clean, _) = poisoned(&js, dir.path(), url, 0).await;
-        let (dirty, dead) = poisoned(&js, dir.path(), url, 100).await;
-        println!("\n## Poison records at 1% ({RECORDS} records, testkit echo, 1 KiB)\n");
+        let (mut cleans, mut dirties, mut dead) = (Vec::new(), Vec::new(), u64::MAX);
+        for round in 0..ROUNDS {
+            cleans.push(poisoned(&js, dir.path(), url, 0, round).await.0);
+            let (rate, dead_letters) = poisoned(&js, dir.path(), url, 100, round).await;
+            dirties.push(rate);
+            dead = dead.min(dead_letters);
+        }
+        let (clean, dirty) = (median(cleans), median(dirties));
         println!(
-            "| clean run, records/s | good records with 1% poison, records/s | ratio | dead-lettered |"
+            "\n## Poison records at 1% ({RECORDS} records, testkit echo, 1 KiB, median of {ROUNDS} alternating runs)\n"
+        );
+        println!(
+            "| clean run, records/s | good records with 1% poison, records/s | ratio | dead-lettered, fewest in a round |"
         );
         println!("|---|---|---|---|");
         println!(

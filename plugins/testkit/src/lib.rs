@@ -51,7 +51,9 @@ impl Transform for Testkit {
             }
             "recurse" => Record::new(input.key, depth(0).to_string()),
             "huge" => {
-                let bytes: usize = config::get("bytes").and_then(|n| n.parse().ok()).unwrap_or(8 << 20);
+                let bytes: usize = config::get("bytes")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(8 << 20);
                 Record::new(input.key, vec![b'x'; bytes])
             }
             "kv-count" => {
