@@ -229,7 +229,7 @@ Each measured before and after on this machine, in the same kind of run.
 - **Runaway pause.** With a looping plugin (timeout 100 ms), a memory bomb, a
   deep recursion and a huge output beside it, the healthy connector's p99 was
   21.4 ms (977 µs alone): the hostile ones kept both cores busy. A connector
-  whose calls keep ending in a timeout or memory fault now pauses before its
+  whose calls keep faulting (timeout, memory cap, trap) now pauses before its
   next call, 100 ms doubling to 2 s, and any call that returns resets it;
   after: 2.6 ms (0.85 ms alone). Stopping such a connector cuts its pause
   short and releases its waiting records to the next version.

@@ -4,8 +4,8 @@
 //! traps, runs out of time or hits its memory cap is dropped (its store may be
 //! mid-call) and the next call builds a fresh one from the `InstancePre`.
 //!
-//! A connector whose calls keep running out of time or memory is paused
-//! before each further call ([`RUNAWAY_PAUSE`], doubling up to
+//! A connector whose calls keep faulting — a loop, a memory bomb, a trap on
+//! every record — is paused before each further call ([`RUNAWAY_PAUSE`], doubling up to
 //! [`RUNAWAY_PAUSE_MAX`], cleared by a call that returns), so a runaway plugin
 //! cannot take the host's CPU from its neighbours; its records wait, they are
 //! not lost. Stopping the connector ([`Pool::stop`]) cuts the pause short and
@@ -32,7 +32,7 @@ use crate::config::Limits;
 /// catches a call stuck in an async host import (kv), which epochs cannot stop.
 const HOST_CALL_GRACE: Duration = Duration::from_secs(1);
 
-/// The pause after the first call in a row to exhaust its time or memory.
+/// The pause after the first faulting call in a row.
 const RUNAWAY_PAUSE: Duration = Duration::from_millis(100);
 /// The longest pause between calls of a runaway connector.
 const RUNAWAY_PAUSE_MAX: Duration = Duration::from_secs(2);
@@ -116,7 +116,7 @@ pub struct Pool {
     idle: Mutex<Vec<Warm>>,
     /// At most `limits.concurrency` calls at once, so at most that many instances.
     calls: tokio::sync::Semaphore,
-    /// Calls in a row that ran out of time or memory.
+    /// Calls in a row that faulted.
     strikes: AtomicU32,
     /// Set when the connector stops, to cut a runaway pause short.
     stopping: tokio::sync::watch::Sender<bool>,
@@ -278,16 +278,16 @@ impl Pool {
         };
         match &result {
             Ok(_) => self.strikes.store(0, Ordering::Relaxed),
-            Err(fault) if matches!(fault.kind, FaultKind::Timeout | FaultKind::Memory) => {
+            // A call that ran but faulted: its instance is gone.
+            Err(fault) => {
                 let strikes = self.strikes.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::warn!(
                     connector = %self.context.name,
                     %fault,
                     pause = ?runaway_pause(strikes),
-                    "Plugin exhausted its limits; pausing the connector before its next call."
+                    "Plugin call faulted; pausing the connector before its next call."
                 );
             }
-            Err(_) => {}
         }
         result
     }
