@@ -102,7 +102,7 @@ def targets(system):
     if alone and hostile:
         for name, p99 in hostile.items():
             over = p99 / alone - 1
-            verdict = "met" if over <= 0.10 else f"missed by {over - 0.10:.0%} ({(p99 - alone * 1.1) / 1000:.1f} ms)"
+            verdict = "met" if over <= 0.10 else f"missed by {over - 0.10:.0%} ({p99 - alone * 1.1:.0f} µs)"
             out.append(
                 f"- the healthy connector's p99 {name} is {p99 / 1000:.2f} ms against "
                 f"{alone / 1000:.2f} ms alone, {over:+.0%} (target within 10%) — {verdict}."
@@ -172,17 +172,27 @@ def render():
         print("## Targets\n")
         lines = targets(system)
         print("\n".join(lines))
-        if any("p99 at 5,000" in l and "missed" in l for l in lines):
+        if any(re.search(r"\b[1-9][\d.]*× the native", l) for l in lines):
+            print(CEILING_NOTES)
+        if any("p99 at 5,000" in l for l in lines):
             print(LATENCY_NOTES)
         if any("healthy connector" in l and "missed" in l for l in lines):
             print(NOTES)
     print(IMPROVEMENTS)
 
 
+CEILING_NOTES = """
+A ratio above 1 is not the host beating native code: the two medians are
+within the spread between runs. The X12 flows are CPU-bound, and on two
+cores the native ceiling's 1 KB median has moved from 13,500 to 17,400
+records/s between runs of the same build.
+"""
+
 LATENCY_NOTES = """
-Where the latency target at 5,000 records/s is missed: on the 2-core
-development machine its p99 moved between runs from 1.4 ms to 3.0 ms above
-the floor, with the same build. `perf record` over the latency section shows
+How steady the latency target at 5,000 records/s is: on the 2-core
+development machine its p99 has moved between runs from 1.4 ms to 3.0 ms
+above the floor with the same build, so a single run can land on either
+side of the 2 ms target. `perf record` over the latency section shows
 wasm code at 2% of the samples, nats-server at 22% and the kernel — loopback
 TCP and the scheduler — at about half: the load generator, the collector,
 the host and nats-server share two cores, and the tail is where they collide.
@@ -203,7 +213,7 @@ threads while its instance is rebuilt after a trap, while memory grows, or
 for an epoch tick of looping, and healthy records queued on that worker wait.
 With one record in a hundred delayed by about a millisecond, the p99 moves.
 The p99 alone is itself about 1 ms, so the misses beside one hostile plugin
-are 0.1 to 0.5 ms in absolute terms. A 1 ms epoch tick
+are a few tenths of a millisecond at most. A 1 ms epoch tick
 and twice the worker threads were both tried and moved nothing beyond the
 noise between identical runs. The next step is to run plugin calls on
 threads of their own, apart from the workers that move records on and off
@@ -233,6 +243,11 @@ Each measured before and after on this machine, in the same kind of run.
   next call, 100 ms doubling to 2 s, and any call that returns resets it;
   after: 2.6 ms (0.85 ms alone). Stopping such a connector cuts its pause
   short and releases its waiting records to the next version.
+- **Traps are strikes too.** The pause first counted only timeouts and memory
+  faults, so the deep recursion (a stack-overflow trap on every record) kept
+  its calls coming: beside it the healthy p99 was 1.47 ms (0.98 ms alone),
+  beside all four 2.24 ms. Counting every faulted call: 1.08 ms beside the
+  recursion and 1.68 ms beside all four (0.91 ms alone).
 - **Tried and dropped.** A 1 ms epoch tick (against 10 ms), before and after
   the runaway pause, and four runtime worker threads instead of two did not
   lower the healthy connector's p99 beside the hostile plugins beyond the
