@@ -10,6 +10,7 @@ mod boundary;
 mod config_errors;
 mod connectors;
 mod contracts;
+mod dead_letters;
 mod delivery;
 mod faults;
 mod formats;

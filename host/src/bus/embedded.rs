@@ -147,6 +147,16 @@ impl Drop for EmbeddedNats {
     }
 }
 
+/// The URL of the embedded server a running host keeps under `store`, from
+/// the ports file the server writes there (for commands that talk to that
+/// host's bus). A host killed hard leaves its file behind; connecting tells.
+pub fn running_url(store: &Path) -> Option<String> {
+    std::fs::read_dir(store.join("ports"))
+        .ok()?
+        .flatten()
+        .find_map(|entry| read_ports_file(&entry.path()))
+}
+
 fn read_ports_file(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
     let ports: serde_json::Value = serde_json::from_str(&text).ok()?;

@@ -23,6 +23,13 @@ pub const DELIVERIES: &str = "Plexus-Deliveries";
 pub const ORIGINAL_SUBJECT: &str = "Plexus-Original-Subject";
 /// The connector that dead-lettered it.
 pub const CONNECTOR: &str = "Plexus-Connector";
+/// The record's identity where it differs from its `Nats-Msg-Id`: on a dead
+/// letter (which gets an id of its own) and on a replayed record, so that
+/// replaying yields the same output ids and sink idempotency keys.
+pub const IDENTITY: &str = "Plexus-Identity";
+/// On a replayed record: the one connector that is to process it; others
+/// consuming the same subject ack it unseen.
+pub const REPLAY_FOR: &str = "Plexus-Replay-For";
 /// MIME type of the payload.
 pub const CONTENT_TYPE: &str = "Content-Type";
 

@@ -1,6 +1,8 @@
 //! The NATS JetStream side of the host: connecting, streams, consumers,
-//! publishing with idempotency ids, and dead letters.
+//! publishing with idempotency ids, and dead letters (`dead_letters.rs`:
+//! listing and replaying them).
 
+pub mod dead_letters;
 pub mod embedded;
 pub mod headers;
 

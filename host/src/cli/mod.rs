@@ -1,6 +1,7 @@
 //! The `plexus` command line: one file per subcommand.
 
 mod check;
+mod dlq;
 mod test;
 mod up;
 
@@ -16,7 +17,7 @@ use clap::{Parser, Subcommand};
     version,
     about,
     long_about = None,
-    after_help = "Examples:\n  plexus check -c demo/plexus.toml   validate a config and its plugins\n  plexus up -c demo/plexus.toml      run until Ctrl-C; SIGHUP or editing the file reloads\n  plexus test x12.wasm -i order.x12  run a plugin on a sample file\n\nExit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid config.\nLogs go to stderr; set PLEXUS_LOG (e.g. PLEXUS_LOG=debug) to change the level."
+    after_help = "Examples:\n  plexus check -c demo/plexus.toml   validate a config and its plugins\n  plexus up -c demo/plexus.toml      run until Ctrl-C; SIGHUP or editing the file reloads\n  plexus test x12.wasm -i order.x12  run a plugin on a sample file\n  plexus dlq ls -c demo/plexus.toml  list dead letters; `plexus dlq replay <connector>` sends them back\n\nExit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid config.\nLogs go to stderr; set PLEXUS_LOG (e.g. PLEXUS_LOG=debug) to change the level."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -38,6 +39,37 @@ enum Command {
     /// through `decode`, as a listener would hand it over. No bus: kv is
     /// unavailable and nothing is granted.
     Test(TestArgs),
+    /// Inspect and replay dead letters.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// List dead letters: sequence, time, record, origin, deliveries and reason.
+    Ls {
+        /// Only this connector's (default: every connector in the config).
+        connector: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Send a connector's dead letters back to it, oldest first, once the
+    /// cause is fixed.
+    ///
+    /// Each goes back to the subject it was consumed from, to this connector
+    /// only, with its original identity: its outputs get the ids they would
+    /// have had, and a sink sees the same idempotency key. A dead letter is
+    /// deleted once its record is stored; one that fails again is
+    /// dead-lettered again.
+    Replay {
+        /// The connector whose dead letters to replay.
+        connector: String,
+        /// Only these dead letters (numbers from `plexus dlq ls`); repeatable.
+        #[arg(long = "seq", value_name = "N")]
+        only: Vec<u64>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,6 +123,14 @@ impl Cli {
                 Command::Test(args) => {
                     test::run(&args.plugin, args.kind, &args.inputs, &args.config).await
                 }
+                Command::Dlq(DlqCommand::Ls { connector, config }) => {
+                    dlq::list(&config.config, connector.as_deref()).await
+                }
+                Command::Dlq(DlqCommand::Replay {
+                    connector,
+                    only,
+                    config,
+                }) => dlq::replay(&config.config, &connector, &only).await,
             }
         });
         match result {

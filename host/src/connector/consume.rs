@@ -78,6 +78,12 @@ pub(super) async fn run<H: Handler>(
                     break;
                 }
             };
+            if replayed_for_another(&msg, handler.name()) {
+                if let Err(error) = msg.ack().await {
+                    tracing::debug!(connector = %handler.name(), %error, "Ack of another connector's replay failed; it returns and is skipped again.");
+                }
+                continue;
+            }
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
             };
@@ -91,4 +97,14 @@ pub(super) async fn run<H: Handler>(
     }
     handler.stopping();
     while in_flight.join_next().await.is_some() {}
+}
+
+/// A dead letter replayed to its original subject is meant for the connector
+/// that dead-lettered it; every other consumer of that subject already
+/// processed the record the first time.
+fn replayed_for_another(msg: &Message, name: &str) -> bool {
+    msg.headers
+        .as_ref()
+        .and_then(|h| h.get(crate::bus::headers::REPLAY_FOR))
+        .is_some_and(|target| target.as_str() != name)
 }

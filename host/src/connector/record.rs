@@ -9,7 +9,8 @@ use crate::bus::headers;
 
 /// Where an input came from, carried onto everything derived from it.
 pub struct Lineage {
-    /// Stable identity of the input: its `Nats-Msg-Id`, else `<stream>:<sequence>`.
+    /// Stable identity of the input: its `Plexus-Identity` (set on replayed
+    /// records), else its `Nats-Msg-Id`, else `<stream>:<sequence>`.
     pub identity: String,
     source: String,
     hops: Option<String>,
@@ -24,7 +25,8 @@ impl Lineage {
     /// Read the lineage of a consumed message.
     pub fn of(msg: &Message, stream: &str, sequence: u64) -> Lineage {
         let h = msg.headers.as_ref();
-        let identity = header(h, headers::MSG_ID)
+        let identity = header(h, headers::IDENTITY)
+            .or_else(|| header(h, headers::MSG_ID))
             .map_or_else(|| format!("{stream}:{sequence}"), str::to_owned);
         Lineage {
             source: header(h, headers::SOURCE).unwrap_or(&identity).to_owned(),

@@ -81,8 +81,17 @@ impl Settler {
     ) {
         let reason = &redact(&self.secrets.secrets, reason);
         let mut h = msg.headers.clone().unwrap_or_default();
-        let id = headers::output_id(&self.name, &format!("dlq:{}", lineage.identity), 0);
+        // Keyed by the delivery's own message id: a replayed record carries a
+        // new one, so failing again after a replay is a new dead letter rather
+        // than a duplicate JetStream would drop.
+        let id = {
+            let delivered_as = h
+                .get(headers::MSG_ID)
+                .map_or(lineage.identity.as_str(), |id| id.as_str());
+            headers::output_id(&self.name, &format!("dlq:{delivered_as}"), 0)
+        };
         h.insert(headers::MSG_ID, id.as_str());
+        h.insert(headers::IDENTITY, lineage.identity.as_str());
         h.insert(headers::ERROR, header_value(reason).as_str());
         h.insert(headers::DELIVERIES, deliveries.to_string().as_str());
         h.insert(headers::ORIGINAL_SUBJECT, msg.subject.as_str());
