@@ -17,4 +17,5 @@ mod formats;
 mod lifecycle;
 mod plugins;
 mod reload;
+mod scaffold;
 mod soak;

@@ -2,6 +2,7 @@
 
 mod check;
 mod dlq;
+mod new;
 mod test;
 mod up;
 
@@ -17,7 +18,7 @@ use clap::{Parser, Subcommand};
     version,
     about,
     long_about = None,
-    after_help = "Examples:\n  plexus check -c demo/plexus.toml   validate a config and its plugins\n  plexus up -c demo/plexus.toml      run until Ctrl-C; SIGHUP or editing the file reloads\n  plexus test x12.wasm -i order.x12  run a plugin on a sample file\n  plexus dlq ls -c demo/plexus.toml  list dead letters; `plexus dlq replay <connector>` sends them back\n\nExit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid config.\nLogs go to stderr; set PLEXUS_LOG (e.g. PLEXUS_LOG=debug) to change the level."
+    after_help = "Examples:\n  plexus check -c demo/plexus.toml   validate a config and its plugins\n  plexus up -c demo/plexus.toml      run until Ctrl-C; SIGHUP or editing the file reloads\n  plexus test x12.wasm -i order.x12  run a plugin on a sample file\n  plexus dlq ls -c demo/plexus.toml  list dead letters; `plexus dlq replay <connector>` sends them back\n  plexus new transform st-marys-po   scaffold a plugin project\n\nExit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid config.\nLogs go to stderr; set PLEXUS_LOG (e.g. PLEXUS_LOG=debug) to change the level."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -42,6 +43,26 @@ enum Command {
     /// Inspect and replay dead letters.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Scaffold a plugin project: a crate on plexus-sdk for wasm32-wasip2 with
+    /// a working example of its kind, a unit test and the connector block to
+    /// run it.
+    New(NewArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct NewArgs {
+    /// transform, source or sink.
+    #[arg(value_parser = parse_kind)]
+    kind: crate::config::Kind,
+    /// The plugin's name, e.g. `st-marys-po`: the directory and crate created.
+    name: String,
+    /// Where to create it (default: the current directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// The `sdk` directory of a Plexus checkout (default: the one this binary
+    /// was built from).
+    #[arg(long)]
+    sdk: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,6 +152,12 @@ impl Cli {
                     only,
                     config,
                 }) => dlq::replay(&config.config, &connector, &only).await,
+                Command::New(args) => new::run(
+                    args.kind,
+                    &args.name,
+                    args.dir.as_deref(),
+                    args.sdk.as_deref(),
+                ),
             }
         });
         match result {
