@@ -14,6 +14,7 @@ use crate::config::{Config, ConfigError};
 use crate::connector::{Inbound, Running, Shared};
 use crate::control::reconcile;
 use crate::engine::Runtime;
+use crate::observe::status::{self, Roster};
 use crate::observe::{Metrics, http};
 use crate::plugin::{LoadError, Plugin};
 
@@ -63,6 +64,8 @@ pub struct Host {
     shared: Shared,
     config: Config,
     connectors: BTreeMap<String, Running>,
+    /// What `GET /connectors` reports.
+    roster: Arc<Roster>,
     http_addr: SocketAddr,
     http_task: tokio::task::JoinHandle<()>,
     http_stop: watch::Sender<bool>,
@@ -113,10 +116,23 @@ impl Host {
 
         let metrics = Arc::new(Metrics::default());
         let inbound = Arc::new(Inbound::default());
+        let roster = Arc::new(Roster::default());
         let (http_stop, stopped) = watch::channel(false);
-        let (http_addr, http_task) =
-            http::serve(&config.http, metrics.clone(), inbound.clone(), stopped).await?;
+        let admin = http::Admin {
+            metrics: metrics.clone(),
+            inbound: inbound.clone(),
+            roster: roster.clone(),
+            js: bus.js.clone(),
+        };
+        let (http_addr, http_task) = http::serve(&config.http, admin, stopped).await?;
         tracing::info!(address = %http_addr, "Serving /metrics.");
+        // For `plexus ls` and `plexus status` beside this host; best effort.
+        let address_file = status::address_file(&config.data_dir);
+        if let Err(error) = std::fs::create_dir_all(&config.data_dir)
+            .and_then(|()| std::fs::write(&address_file, http_addr.to_string()))
+        {
+            tracing::warn!(file = %address_file.display(), %error, "Cannot record the admin address; `plexus ls` needs a fixed [host].http port.");
+        }
 
         let shared = Shared {
             bus,
@@ -129,6 +145,7 @@ impl Host {
             shared,
             config: config.clone(),
             connectors: BTreeMap::new(),
+            roster,
             http_addr,
             http_task,
             http_stop,
@@ -136,6 +153,7 @@ impl Host {
         };
         let started = reconcile::apply(&mut host.connectors, &config, plugins, &host.shared).await;
         host.shared.metrics.set_connectors(host.connectors.len());
+        host.roster.publish(host.connectors.values());
         if let Err(error) = started {
             host.shutdown().await;
             return Err(error.into());
@@ -162,6 +180,7 @@ impl Host {
         };
         let result = reconcile::apply(&mut self.connectors, &config, plugins, &self.shared).await;
         self.shared.metrics.set_connectors(self.connectors.len());
+        self.roster.publish(self.connectors.values());
         self.shared.metrics.reload(result.is_ok());
         self.config = config;
         Ok(result?)
@@ -197,6 +216,7 @@ impl Host {
         }
         let _ = self.http_stop.send(true);
         let _ = (&mut self.http_task).await;
+        let _ = std::fs::remove_file(status::address_file(&self.config.data_dir));
         tracing::info!("Host stopped.");
     }
 }

@@ -160,17 +160,6 @@ async fn polling_five_pages_yields_each_entry_once_across_a_crash_before_the_cur
     );
 }
 
-async fn wait_until(what: &str, condition: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while !condition() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 async fn wait_for_bucket(bus: &TestBus, name: &str) -> kv::Store {
     let deadline = std::time::Instant::now() + PATIENCE;
     loop {

@@ -6,29 +6,7 @@
 //! dropped as a duplicate — if the cause is not fixed, and that the command
 //! finds the bus of a running host with an embedded server by itself.
 
-use std::path::Path;
-use std::process::Output;
-
 use crate::support::*;
-
-async fn plexus(args: &[&str], file: &Path) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_plexus"))
-        .args(args)
-        .arg("-c")
-        .arg(file)
-        .output()
-        .await
-        .expect("plexus runs")
-}
-
-fn stdout(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "plexus failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_listed_and_replayed_to_their_connector_alone() {
@@ -50,7 +28,7 @@ async fn dead_letters_are_listed_and_replayed_to_their_connector_alone() {
     assert_eq!(bus.count("out.replay").await, 18);
     assert_eq!(bus.count("dlq.picky").await, 2);
 
-    let listed = stdout(&plexus(&["dlq", "ls", "picky"], &file).await);
+    let listed = cli_stdout(&plexus_with_config(&["dlq", "ls", "picky"], &file).await);
     assert!(
         listed.starts_with("picky: 2 dead letters on dlq.picky\n"),
         "{listed}"
@@ -65,7 +43,7 @@ async fn dead_letters_are_listed_and_replayed_to_their_connector_alone() {
             "{listed}"
         );
     }
-    let all = stdout(&plexus(&["dlq", "ls"], &file).await);
+    let all = cli_stdout(&plexus_with_config(&["dlq", "ls"], &file).await);
     assert!(
         all.contains("bystander: 0 dead letters on dlq.bystander"),
         "{all}"
@@ -73,7 +51,7 @@ async fn dead_letters_are_listed_and_replayed_to_their_connector_alone() {
 
     // Replayed while the cause is still there: dead-lettered again, not lost
     // as a duplicate of the first dead letter.
-    let replayed = stdout(&plexus(&["dlq", "replay", "picky"], &file).await);
+    let replayed = cli_stdout(&plexus_with_config(&["dlq", "replay", "picky"], &file).await);
     assert_eq!(replayed, "picky: replayed 2 dead letters from dlq.picky\n");
     bus.wait_for_count("dlq.picky", 2).await;
     bus.wait_drained("in.replay", "picky").await;
@@ -85,7 +63,7 @@ async fn dead_letters_are_listed_and_replayed_to_their_connector_alone() {
         20.0,
         "the neighbour on the same subject skips the replays unseen"
     );
-    let again = stdout(&plexus(&["dlq", "ls", "picky"], &file).await);
+    let again = cli_stdout(&plexus_with_config(&["dlq", "ls", "picky"], &file).await);
     assert!(again.starts_with("picky: 2 dead letters"), "{again}");
     assert!(
         !again.contains("#1 ") && !again.contains("#2 "),
@@ -97,14 +75,14 @@ async fn dead_letters_are_listed_and_replayed_to_their_connector_alone() {
     let fixed = testkit("picky", "in.replay", "out.replay", "");
     let file = write_config(bus.dir.path(), Some(bus.url()), &(fixed + &bystander));
     let host = start_host(&file).await;
-    let missing = plexus(&["dlq", "replay", "picky", "--seq", "999"], &file).await;
+    let missing = plexus_with_config(&["dlq", "replay", "picky", "--seq", "999"], &file).await;
     assert_eq!(missing.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&missing.stderr).contains("no dead letter #999 on dlq.picky"),
         "{}",
         String::from_utf8_lossy(&missing.stderr)
     );
-    let replayed = stdout(&plexus(&["dlq", "replay", "picky"], &file).await);
+    let replayed = cli_stdout(&plexus_with_config(&["dlq", "replay", "picky"], &file).await);
     assert_eq!(replayed, "picky: replayed 2 dead letters from dlq.picky\n");
     bus.wait_drained("in.replay", "picky").await;
     bus.wait_drained("in.replay", "bystander").await;
@@ -129,11 +107,11 @@ async fn dead_letters_are_listed_and_replayed_to_their_connector_alone() {
         metric(&metrics, "plexus_records_in_total{connector=\"bystander\"}"),
         0.0
     );
-    let empty = stdout(&plexus(&["dlq", "ls", "picky"], &file).await);
+    let empty = cli_stdout(&plexus_with_config(&["dlq", "ls", "picky"], &file).await);
     assert_eq!(empty, "picky: 0 dead letters on dlq.picky\n");
     host.shutdown().await;
 
-    let unknown = plexus(&["dlq", "ls", "nobody"], &file).await;
+    let unknown = plexus_with_config(&["dlq", "ls", "nobody"], &file).await;
     assert_eq!(unknown.status.code(), Some(2));
     let error = String::from_utf8_lossy(&unknown.stderr);
     assert!(
@@ -150,7 +128,7 @@ async fn dlq_finds_the_embedded_bus_of_a_running_host() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_config(dir.path(), None, &testkit("echo", "in.e", "out.e", ""));
 
-    let nobody = plexus(&["dlq", "ls"], &file).await;
+    let nobody = plexus_with_config(&["dlq", "ls"], &file).await;
     assert_eq!(nobody.status.code(), Some(1));
     let error = String::from_utf8_lossy(&nobody.stderr);
     assert!(
@@ -160,7 +138,7 @@ async fn dlq_finds_the_embedded_bus_of_a_running_host() {
 
     let mut host = HostProcess::spawn(&["up", "-c", file.to_str().unwrap()], dir.path());
     host.wait_line("plexus: up");
-    let listed = stdout(&plexus(&["dlq", "ls"], &file).await);
+    let listed = cli_stdout(&plexus_with_config(&["dlq", "ls"], &file).await);
     assert_eq!(listed, "echo: 0 dead letters on dlq.echo\n");
     host.signal("TERM");
     assert!(host.child.wait().unwrap().success());

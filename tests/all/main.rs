@@ -19,3 +19,4 @@ mod plugins;
 mod reload;
 mod scaffold;
 mod soak;
+mod status;

@@ -262,6 +262,36 @@ pub async fn start_host(file: &Path) -> Host {
         .expect("host starts")
 }
 
+/// Run the `plexus` binary with `args` and `-c <file>`.
+pub async fn plexus_with_config(args: &[&str], file: &Path) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_plexus"))
+        .args(args)
+        .arg("-c")
+        .arg(file)
+        .output()
+        .await
+        .expect("plexus runs")
+}
+
+/// The stdout of a `plexus` run that must have succeeded.
+pub fn cli_stdout(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "plexus failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Wait until `condition` holds, polling it.
+pub async fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Fetch `/metrics` from a host's admin endpoint.
 pub fn scrape(addr: std::net::SocketAddr) -> String {
     let mut stream = std::net::TcpStream::connect(addr).expect("connect to admin endpoint");

@@ -17,6 +17,11 @@ use crate::config::ConnectorSpec;
 /// this window after a crash is dropped as a duplicate.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
+/// The durable consumer of connector `name`.
+pub fn consumer_name(name: &str) -> String {
+    format!("plexus-{name}")
+}
+
 /// A connection to the bus.
 #[derive(Clone)]
 pub struct Bus {
@@ -78,7 +83,7 @@ impl Bus {
         from: &str,
     ) -> anyhow::Result<consumer::PullConsumer> {
         let stream = self.ensure_stream(from, false).await?;
-        let durable = format!("plexus-{}", spec.name);
+        let durable = consumer_name(&spec.name);
         self.js
             .create_consumer_on_stream(
                 consumer::pull::Config {

@@ -3,6 +3,7 @@
 mod check;
 mod dlq;
 mod new;
+mod status;
 mod test;
 mod up;
 
@@ -18,7 +19,7 @@ use clap::{Parser, Subcommand};
     version,
     about,
     long_about = None,
-    after_help = "Examples:\n  plexus check -c demo/plexus.toml   validate a config and its plugins\n  plexus up -c demo/plexus.toml      run until Ctrl-C; SIGHUP or editing the file reloads\n  plexus test x12.wasm -i order.x12  run a plugin on a sample file\n  plexus dlq ls -c demo/plexus.toml  list dead letters; `plexus dlq replay <connector>` sends them back\n  plexus new transform st-marys-po   scaffold a plugin project\n\nExit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid config.\nLogs go to stderr; set PLEXUS_LOG (e.g. PLEXUS_LOG=debug) to change the level."
+    after_help = "Examples:\n  plexus check -c demo/plexus.toml   validate a config and its plugins\n  plexus up -c demo/plexus.toml      run until Ctrl-C; SIGHUP or editing the file reloads\n  plexus test x12.wasm -i order.x12  run a plugin on a sample file\n  plexus ls -c demo/plexus.toml      what a running host runs: counts, errors, lag\n  plexus dlq ls -c demo/plexus.toml  list dead letters; `plexus dlq replay <connector>` sends them back\n  plexus new transform st-marys-po   scaffold a plugin project\n\nExit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid config.\nLogs go to stderr; set PLEXUS_LOG (e.g. PLEXUS_LOG=debug) to change the level."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -40,6 +41,12 @@ enum Command {
     /// through `decode`, as a listener would hand it over. No bus: kv is
     /// unavailable and nothing is granted.
     Test(TestArgs),
+    /// List the connectors a running host runs: kind, plugin version,
+    /// records in and out, errors, dead letters and lag.
+    Ls(ConfigArg),
+    /// One connector of a running host in full: plugin, route, counts, rates
+    /// over a second, errors by kind, dead letters and lag.
+    Status(StatusArgs),
     /// Inspect and replay dead letters.
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -47,6 +54,14 @@ enum Command {
     /// a working example of its kind, a unit test and the connector block to
     /// run it.
     New(NewArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    /// The connector.
+    connector: String,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -144,6 +159,8 @@ impl Cli {
                 Command::Test(args) => {
                     test::run(&args.plugin, args.kind, &args.inputs, &args.config).await
                 }
+                Command::Ls(args) => status::list(&args.config).await,
+                Command::Status(args) => status::show(&args.config.config, &args.connector).await,
                 Command::Dlq(DlqCommand::Ls { connector, config }) => {
                     dlq::list(&config.config, connector.as_deref()).await
                 }

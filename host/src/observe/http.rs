@@ -1,4 +1,5 @@
-//! The admin endpoint on `[host].http`: `GET /metrics`, `GET /healthz`, and
+//! The admin endpoint on `[host].http`: `GET /metrics`, `GET /healthz`,
+//! `GET /connectors` (JSON, what `plexus ls` shows) and
 //! `POST /ingest/<connector>` for sources with `listen = "http"`.
 //!
 //! Ingest answers 202 only once the records are stored on the bus, 400 with
@@ -18,22 +19,29 @@ use tokio::sync::watch;
 
 use crate::connector::{Inbound, IngestError};
 use crate::observe::Metrics;
+use crate::observe::status::Roster;
 
 /// The largest body `POST /ingest` takes.
 const MAX_INGEST: usize = 16 << 20;
 
+/// What the endpoint serves from.
 #[derive(Clone)]
-struct AppState {
-    metrics: Arc<Metrics>,
-    inbound: Arc<Inbound>,
+pub struct Admin {
+    /// The host's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Sources taking HTTP ingest.
+    pub inbound: Arc<Inbound>,
+    /// The running connectors.
+    pub roster: Arc<Roster>,
+    /// For the connectors' lag.
+    pub js: async_nats::jetstream::Context,
 }
 
 /// Bind `addr` and serve until `stop` turns true. Returns the bound address
 /// (useful with port 0) and the server task.
 pub async fn serve(
     addr: &str,
-    metrics: Arc<Metrics>,
-    inbound: Arc<Inbound>,
+    admin: Admin,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -43,9 +51,10 @@ pub async fn serve(
     let app = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/connectors", get(connectors))
         .route("/ingest/{connector}", post(ingest))
         .layer(DefaultBodyLimit::max(MAX_INGEST))
-        .with_state(AppState { metrics, inbound });
+        .with_state(admin);
     let task = tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -60,7 +69,7 @@ pub async fn serve(
     Ok((bound, task))
 }
 
-async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+async fn metrics_text(State(state): State<Admin>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
@@ -70,8 +79,16 @@ async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+async fn connectors(State(state): State<Admin>) -> impl IntoResponse {
+    let report = state.roster.report(&state.metrics, &state.js).await;
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string(&report).unwrap_or_else(|_| "[]".into()),
+    )
+}
+
 async fn ingest(
-    State(state): State<AppState>,
+    State(state): State<Admin>,
     Path(connector): Path<String>,
     body: bytes::Bytes,
 ) -> impl IntoResponse {

@@ -39,6 +39,32 @@ struct ResultLabel {
 
 type CallHistogram = Family<ConnectorLabel, Histogram, fn() -> Histogram>;
 
+/// Every `kind` label `plexus_errors_total` takes: the plugin's own verdicts,
+/// the faults of `plugin::Fault`, and failed publishes.
+const ERROR_KINDS: [&str; 8] = [
+    "retryable",
+    "permanent",
+    "timeout",
+    "memory",
+    "trap",
+    "instantiate",
+    "released",
+    "publish",
+];
+
+/// One connector's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counts {
+    /// Records taken in.
+    pub records_in: u64,
+    /// Records published.
+    pub records_out: u64,
+    /// Records dead-lettered.
+    pub dead_lettered: u64,
+    /// Errors by kind; kinds that never happened are left out.
+    pub errors: std::collections::BTreeMap<String, u64>,
+}
+
 /// All of a host's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -173,6 +199,32 @@ impl Metrics {
                 capability: capability.to_owned(),
             })
             .inc();
+    }
+
+    /// The counts of one connector, as `plexus ls` shows them.
+    pub fn counts(&self, connector: &str) -> Counts {
+        let label = label(connector);
+        let value =
+            |family: &Family<ConnectorLabel, Counter>| family.get(&label).map_or(0, |c| c.get());
+        let errors = ERROR_KINDS
+            .iter()
+            .filter_map(|kind| {
+                let n = self
+                    .errors
+                    .get(&ErrorLabels {
+                        connector: connector.to_owned(),
+                        kind: (*kind).to_owned(),
+                    })?
+                    .get();
+                Some(((*kind).to_owned(), n))
+            })
+            .collect();
+        Counts {
+            records_in: value(&self.records_in),
+            records_out: value(&self.records_out),
+            dead_lettered: value(&self.dlq),
+            errors,
+        }
     }
 
     /// Everything, in Prometheus text format.

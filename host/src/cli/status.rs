@@ -1,0 +1,166 @@
+//! `plexus ls` and `plexus status`: what the config's running host reports
+//! about its connectors, read from its admin endpoint (`GET /connectors`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::config::Config;
+use crate::host::HostError;
+use crate::observe::status::{ConnectorStatus, address_file};
+
+/// How long `plexus status` watches the counters to tell the rates.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// How long the host may take to answer.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// One line per running connector.
+pub(super) async fn list(file: &Path) -> Result<(), HostError> {
+    let config = Config::load(file)?;
+    let connectors = fetch(&config).await?;
+    let mut rows = vec![
+        [
+            "CONNECTOR",
+            "KIND",
+            "VERSION",
+            "IN",
+            "OUT",
+            "ERRORS",
+            "DLQ",
+            "LAG",
+        ]
+        .map(str::to_owned),
+    ];
+    for c in &connectors {
+        rows.push([
+            c.name.clone(),
+            c.kind.clone(),
+            c.version.clone(),
+            c.counts.records_in.to_string(),
+            c.counts.records_out.to_string(),
+            c.counts.errors.values().sum::<u64>().to_string(),
+            c.counts.dead_lettered.to_string(),
+            c.lag.map_or_else(|| "-".to_owned(), |n| n.to_string()),
+        ]);
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+    Ok(())
+}
+
+/// One connector in full, with its rates over [`RATE_WINDOW`].
+pub(super) async fn show(file: &Path, name: &str) -> Result<(), HostError> {
+    let config = Config::load(file)?;
+    let find = |connectors: Vec<ConnectorStatus>| connectors.into_iter().find(|c| c.name == name);
+    let Some(before) = find(fetch(&config).await?) else {
+        let configured = config.connectors.iter().any(|c| c.name == name);
+        return Err(HostError::Usage(if configured {
+            format!(
+                "connector {name:?} is in {} but its host does not run it (see the host's log)",
+                file.display()
+            )
+        } else {
+            format!(
+                "the host of {} runs no connector named {name:?} (see `plexus ls`)",
+                file.display()
+            )
+        }));
+    };
+    tokio::time::sleep(RATE_WINDOW).await;
+    let now = find(fetch(&config).await?).unwrap_or_else(|| before.clone());
+    let per_second =
+        |later: u64, earlier: u64| later.saturating_sub(earlier) as f64 / RATE_WINDOW.as_secs_f64();
+
+    println!("{} ({})", now.name, now.kind);
+    println!("  plugin        {} @ {}", now.plugin, now.version);
+    let route = match (&now.from, &now.to) {
+        (Some(from), Some(to)) => format!("{from} -> {to}"),
+        (Some(from), None) => format!("{from} ->"),
+        (None, Some(to)) => format!("-> {to}"),
+        (None, None) => "-".to_owned(),
+    };
+    println!("  route         {route}");
+    println!(
+        "  records       {} in, {} out; now {:.0}/s in, {:.0}/s out",
+        now.counts.records_in,
+        now.counts.records_out,
+        per_second(now.counts.records_in, before.counts.records_in),
+        per_second(now.counts.records_out, before.counts.records_out)
+    );
+    let errors: Vec<String> = now
+        .counts
+        .errors
+        .iter()
+        .map(|(kind, n)| format!("{kind} {n}"))
+        .collect();
+    println!(
+        "  errors        {}{}",
+        now.counts.errors.values().sum::<u64>(),
+        if errors.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", errors.join(", "))
+        }
+    );
+    println!(
+        "  dead letters  {} on {} (plexus dlq ls {})",
+        now.counts.dead_lettered, now.dlq, now.name
+    );
+    if let Some(lag) = now.lag {
+        println!("  lag           {lag} record(s) waiting or in flight");
+    }
+    Ok(())
+}
+
+/// The running connectors, from the host's admin endpoint: the address the
+/// host recorded in its `data_dir`, else `[host].http`.
+async fn fetch(config: &Config) -> Result<Vec<ConnectorStatus>, HostError> {
+    let recorded = address_file(&config.data_dir);
+    let (addr, from) = match std::fs::read_to_string(&recorded) {
+        Ok(text) => (text.trim().to_owned(), recorded.display().to_string()),
+        Err(_) => (config.http.clone(), "[host].http".to_owned()),
+    };
+    let body = get(&addr, "/connectors").await.map_err(|error| {
+        anyhow!(
+            "no host answers at {addr} (from {from}): {error:#}; is `plexus up -c {}` running?",
+            config.file.display()
+        )
+    })?;
+    Ok(serde_json::from_str(&body)
+        .with_context(|| format!("the host at {addr} sent an unreadable status"))?)
+}
+
+/// A plain HTTP/1.0 GET of the host's own admin endpoint.
+async fn get(addr: &str, path: &str) -> anyhow::Result<String> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        anyhow::Ok(response)
+    };
+    let response = tokio::time::timeout(PATIENCE, exchange)
+        .await
+        .map_err(|_| anyhow!("no answer within {PATIENCE:?}"))??;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("not an HTTP response"))?;
+    let status = head.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("200") {
+        return Err(anyhow!("{path}: {status}"));
+    }
+    Ok(body.to_owned())
+}
