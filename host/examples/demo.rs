@@ -59,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
     println!("             hl7-canonical (hl7v2)        raw.demo.hl7 -> canon.<entity>");
     println!("             edi-inbox (file-drop)        demo/edi/*.x12 -> raw.demo.x12");
     println!("             edi-canonical (x12)          raw.demo.x12 -> canon.<entity>");
+    println!("             three-way-match              canon.> -> exceptions.<code>");
 
     let js = jetstream::new(async_nats::connect(&url).await?);
     wait_for(&js, "raw.demo.po", 8).await?;
@@ -153,6 +154,20 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    wait_drained(&js, "canon.>", "three-way-match").await?;
+    println!("\n5. the three-way matcher raised these exceptions as the documents arrived:");
+    for msg in read_all(&js, "exceptions.>").await? {
+        let e: serde_json::Value = serde_json::from_slice(&msg.payload)?;
+        println!(
+            "  {:<28} {:<10} {:>10} {}  {}",
+            msg.subject.as_str(),
+            e["po_number"].as_str().unwrap_or("?"),
+            e["exposure"]["amount"].as_str().unwrap_or("?"),
+            e["exposure"]["currency"].as_str().unwrap_or("?"),
+            e["detail"].as_str().unwrap_or("?")
+        );
+    }
+
     let metrics = host.metrics().encode();
     println!("\nmetrics (records in / out / dead-lettered):");
     for name in [
@@ -163,6 +178,7 @@ async fn main() -> anyhow::Result<()> {
         "hl7-canonical",
         "edi-inbox",
         "edi-canonical",
+        "three-way-match",
     ] {
         let sample = |metric: &str| {
             let prefix = format!("{metric}{{connector=\"{name}\"}} ");

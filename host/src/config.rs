@@ -29,6 +29,7 @@
 //! | `delivery.backoff` | delays between attempts; the last repeats | `["1s", "5s", "30s"]` |
 //! | `delivery.ack_wait` | how long the bus waits for an ack before redelivering | `30s` |
 //! | `delivery.dlq` | dead-letter subject | `dlq.<name>` |
+//! | `delivery.ordered` | transforms and sinks: one record at a time, in stream order (a retried record comes back after later ones); for stateful plugins that need it | `false` |
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -168,6 +169,8 @@ pub struct Delivery {
     pub ack_wait: Duration,
     /// Dead-letter subject.
     pub dlq: String,
+    /// One record at a time, in stream order.
+    pub ordered: bool,
 }
 
 impl Delivery {
@@ -246,6 +249,7 @@ struct RawDelivery {
     backoff: Option<Vec<String>>,
     ack_wait: Option<String>,
     dlq: Option<String>,
+    ordered: Option<bool>,
 }
 
 impl Config {
@@ -500,6 +504,7 @@ fn validate_connector(
         ack_wait: duration(c.delivery.ack_wait.as_deref(), "30s", "delivery.ack_wait")
             .map_err(fail)?,
         dlq,
+        ordered: c.delivery.ordered.unwrap_or(false),
     };
     if delivery.ack_wait <= limits.timeout {
         return Err(fail(format!(
@@ -652,6 +657,7 @@ mod tests {
             backoff: vec![Duration::from_secs(1), Duration::from_secs(5)],
             ack_wait: Duration::from_secs(30),
             dlq: "dlq.x".into(),
+            ordered: false,
         };
         assert_eq!(d.backoff_after(1), Duration::from_secs(1));
         assert_eq!(d.backoff_after(2), Duration::from_secs(5));

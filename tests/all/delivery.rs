@@ -218,3 +218,32 @@ async fn plugins_keep_state_in_their_kv_bucket() {
     assert_eq!(kv.get("even").await.unwrap().as_deref(), Some(&b"3"[..]));
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_connector_takes_records_in_stream_order() {
+    let bus = TestBus::start().await;
+    bus.stream("IN", "in.ordered").await;
+    bus.publish_range("in.ordered", 0..500, |i| format!("{{\"n\":{i}}}"))
+        .await;
+    let file = write_config(
+        bus.dir.path(),
+        Some(bus.url()),
+        &testkit(
+            "sequencer",
+            "in.ordered",
+            "out.ordered",
+            "[connector.delivery]\nordered = true",
+        ),
+    );
+    let host = start_host(&file).await;
+    bus.wait_drained("in.ordered", "sequencer").await;
+
+    let keys: Vec<usize> = bus
+        .messages("out.ordered")
+        .await
+        .iter()
+        .map(|m| header(m, "Plexus-Key").unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(keys, (0..500).collect::<Vec<_>>());
+    host.shutdown().await;
+}

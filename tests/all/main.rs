@@ -15,6 +15,7 @@ mod delivery;
 mod faults;
 mod formats;
 mod lifecycle;
+mod matching;
 mod plugins;
 mod reload;
 mod scaffold;

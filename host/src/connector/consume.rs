@@ -35,10 +35,13 @@ pub(super) trait Handler: Send + Sync + 'static {
 }
 
 /// Consume until `stop` turns true, then finish every record already taken.
+/// `ordered` settles each record before taking the next, so the plugin sees
+/// them in stream order (for stateful plugins such as a matcher).
 pub(super) async fn run<H: Handler>(
     handler: Arc<H>,
     consumer: PullConsumer,
     mut stop: watch::Receiver<bool>,
+    ordered: bool,
 ) {
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut in_flight = JoinSet::new();
@@ -82,6 +85,10 @@ pub(super) async fn run<H: Handler>(
                 if let Err(error) = msg.ack().await {
                     tracing::debug!(connector = %handler.name(), %error, "Ack of another connector's replay failed; it returns and is skipped again.");
                 }
+                continue;
+            }
+            if ordered {
+                handler.clone().handle(msg).await;
                 continue;
             }
             let Ok(permit) = permits.clone().acquire_owned().await else {

@@ -144,7 +144,12 @@ impl Running {
                     settle: settler(),
                     contracts,
                 });
-                tokio::spawn(consume::run(handler, consumer, stopped))
+                tokio::spawn(consume::run(
+                    handler,
+                    consumer,
+                    stopped,
+                    spec.delivery.ordered,
+                ))
             }
             Kind::Sink => {
                 let Some(from) = spec.from.clone() else {
@@ -156,7 +161,12 @@ impl Running {
                     pool,
                     settle: settler(),
                 });
-                tokio::spawn(consume::run(handler, consumer, stopped))
+                tokio::spawn(consume::run(
+                    handler,
+                    consumer,
+                    stopped,
+                    spec.delivery.ordered,
+                ))
             }
             Kind::Source => {
                 let Some(to) = spec.to.clone() else {
