@@ -2,7 +2,8 @@
 //! — plugin version, records in and out, errors by kind, dead letters and
 //! lag, including records waiting for a retry — without knowing its admin
 //! port (the host records it under its `data_dir`). A connector the host does
-//! not run, or a host that is not running, is a clear error.
+//! not run, or a host that is not running, is a clear error. The dashboard
+//! at `GET /` shows the same, with what needs a look marked.
 
 use crate::support::*;
 
@@ -91,6 +92,14 @@ async fn ls_and_status_show_counts_errors_dead_letters_and_lag() {
     assert!(
         stuck.contains("  errors        5 (retryable 5)\n"),
         "{stuck}"
+    );
+
+    let page = admin_get(addr, "/");
+    assert!(page.contains("<meta http-equiv=refresh"), "{page}");
+    assert!(page.contains("<td>picky</td><td>transform</td>"), "{page}");
+    assert!(
+        page.contains("<td class=\"n look\" title=\"retryable 5\">5</td>"),
+        "the stuck connector's errors are marked: {page}"
     );
 
     let unknown = plexus_with_config(&["status", "nobody"], &file).await;

@@ -294,8 +294,13 @@ pub async fn wait_until(what: &str, condition: impl Fn() -> bool) {
 
 /// Fetch `/metrics` from a host's admin endpoint.
 pub fn scrape(addr: std::net::SocketAddr) -> String {
+    admin_get(addr, "/metrics")
+}
+
+/// GET `path` from a host's admin endpoint; the whole response, which must be a 200.
+pub fn admin_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut stream = std::net::TcpStream::connect(addr).expect("connect to admin endpoint");
-    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("response");
     assert!(

@@ -1,4 +1,5 @@
-//! The admin endpoint on `[host].http`: `GET /metrics`, `GET /healthz`,
+//! The admin endpoint on `[host].http`: `GET /` (a dashboard of the running
+//! connectors, refreshing itself), `GET /metrics`, `GET /healthz`,
 //! `GET /connectors` (JSON, what `plexus ls` shows) and
 //! `POST /ingest/<connector>` for sources with `listen = "http"`.
 //!
@@ -52,6 +53,7 @@ pub async fn serve(
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/connectors", get(connectors))
+        .route("/", get(dashboard))
         .route("/ingest/{connector}", post(ingest))
         .layer(DefaultBodyLimit::max(MAX_INGEST))
         .with_state(admin);
@@ -84,6 +86,14 @@ async fn connectors(State(state): State<Admin>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
         serde_json::to_string(&report).unwrap_or_else(|_| "[]".into()),
+    )
+}
+
+async fn dashboard(State(state): State<Admin>) -> impl IntoResponse {
+    let report = state.roster.report(&state.metrics, &state.js).await;
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        super::dashboard::render(&report),
     )
 }
 

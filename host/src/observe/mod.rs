@@ -1,6 +1,7 @@
 //! What operators see: Prometheus metrics, the running connectors' status,
-//! and the admin HTTP endpoint serving both.
+//! a dashboard of it, and the admin HTTP endpoint serving them.
 
+mod dashboard;
 pub mod http;
 pub mod metrics;
 pub mod status;
