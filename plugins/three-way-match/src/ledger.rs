@@ -12,6 +12,8 @@ use plexus_sdk::canonical::{
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::policy::{Policy, Scope};
+
 /// Everything known of one order.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ledger {
@@ -28,12 +30,31 @@ pub struct Ledger {
 /// The ordered side.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Order {
+    /// The supplier's first identifier, for its tolerances.
+    #[serde(default)]
+    pub supplier: String,
     /// Where the goods go: the facility exceptions are tied to.
     pub facility: Party,
     /// The order's currency.
     pub currency: String,
     /// Line number → line.
     pub lines: BTreeMap<String, OrderLine>,
+}
+
+impl Order {
+    /// The tolerances for one of this order's lines.
+    fn tolerances(&self, policy: &Policy, category: &str) -> Tolerances {
+        let facility = self
+            .facility
+            .identifiers
+            .first()
+            .map_or("", |i| i.value.as_str());
+        policy.resolve(&Scope {
+            supplier: &self.supplier,
+            category,
+            facility,
+        })
+    }
 }
 
 /// One ordered line.
@@ -157,6 +178,12 @@ impl Ledger {
             );
         }
         self.order = Some(Order {
+            supplier: po
+                .supplier
+                .identifiers
+                .first()
+                .map(|i| i.value.clone())
+                .unwrap_or_default(),
             facility: po.ship_to.clone(),
             currency: po.currency.clone(),
             lines,
@@ -207,7 +234,7 @@ impl Ledger {
         &mut self,
         receipt: &GoodsReceipt,
         lines: &[&ReceiptLine],
-        tolerances: &Tolerances,
+        policy: &Policy,
     ) -> Result<Vec<Finding>, String> {
         let mut received = Vec::new();
         for line in lines {
@@ -252,6 +279,7 @@ impl Ledger {
                 continue;
             };
             let category = ordered.category.clone();
+            let tolerances = order.tolerances(policy, &category);
             if line.uom != ordered.uom {
                 found.push(Finding {
                     code: "uom_mismatch",
@@ -307,7 +335,7 @@ impl Ledger {
         key: &str,
         invoice: &Invoice,
         lines: &[&InvoiceLine],
-        tolerances: &Tolerances,
+        policy: &Policy,
     ) -> Result<Vec<Finding>, String> {
         let mut invoiced: BTreeMap<String, Decimal> = BTreeMap::new();
         let mut parsed = Vec::new();
@@ -363,6 +391,7 @@ impl Ledger {
                     )));
                 continue;
             };
+            let tolerances = order.tolerances(policy, &ordered.category);
             let finding = |code, severity, exposure, detail| Finding {
                 code,
                 severity,
@@ -495,6 +524,14 @@ mod tests {
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
     }
 
+    fn policy(pairs: &[(&str, &str)]) -> Policy {
+        let entries: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Policy::from_config(&entries).unwrap()
+    }
+
     fn found(findings: &[Finding]) -> Vec<(&str, Option<&str>, String)> {
         findings
             .iter()
@@ -513,23 +550,23 @@ mod tests {
     }
 
     /// Receive the fixture's receipt into `ledger`.
-    fn receive(ledger: &mut Ledger, tolerances: &Tolerances) -> Vec<Finding> {
+    fn receive(ledger: &mut Ledger, policy: &Policy) -> Vec<Finding> {
         let receipt: GoodsReceipt = fixture("receipt.json");
         let lines: Vec<_> = receipt.lines.iter().collect();
-        ledger.receipt(&receipt, &lines, tolerances).unwrap()
+        ledger.receipt(&receipt, &lines, policy).unwrap()
     }
 
     /// The order, its ship notice and its receipt.
     fn received() -> Ledger {
         let mut ledger = shipped();
-        receive(&mut ledger, &Tolerances::default());
+        receive(&mut ledger, &Policy::default());
         ledger
     }
 
     #[test]
     fn a_receipt_is_matched_against_the_order_and_its_ship_notice() {
         let mut ledger = shipped();
-        let findings = receive(&mut ledger, &Tolerances::default());
+        let findings = receive(&mut ledger, &Policy::default());
         assert_eq!(
             found(&findings),
             [
@@ -540,15 +577,12 @@ mod tests {
         assert_eq!(findings[0].category, "unspsc:42");
         assert_eq!(findings[0].detail, "line 1: 10 BX shipped but 8 received");
 
-        let again = receive(&mut ledger, &Tolerances::default());
+        let again = receive(&mut ledger, &Policy::default());
         assert_eq!(
             again, findings,
             "a redelivered receipt is not counted twice"
         );
-        let lenient = Tolerances {
-            quantity_pct: Decimal::new(25, 0),
-            ..Tolerances::default()
-        };
+        let lenient = policy(&[("quantity_tolerance_pct.category.unspsc:42", "25")]);
         let within = receive(&mut ledger, &lenient);
         assert_eq!(
             found(&within),
@@ -562,7 +596,7 @@ mod tests {
         let invoice: Invoice = fixture("invoice.json");
         let lines: Vec<_> = invoice.lines.iter().collect();
         let findings = ledger
-            .invoice("inv", &invoice, &lines, &Tolerances::default())
+            .invoice("inv", &invoice, &lines, &Policy::default())
             .unwrap();
         assert_eq!(
             found(&findings),
@@ -577,7 +611,7 @@ mod tests {
             "order line 1: 10 invoiced, 8 accepted, 0 invoiced before"
         );
         let again = ledger
-            .invoice("inv", &invoice, &lines, &Tolerances::default())
+            .invoice("inv", &invoice, &lines, &Policy::default())
             .unwrap();
         assert_eq!(
             again, findings,
@@ -591,19 +625,22 @@ mod tests {
         second.lines[0].unit_price = "101.00".into();
         let lines: Vec<_> = second.lines.iter().collect();
         let findings = ledger
-            .invoice("second", &second, &lines, &Tolerances::default())
+            .invoice("second", &second, &lines, &Policy::default())
             .unwrap();
         assert_eq!(
             found(&findings),
             [("quantity_mismatch", Some("2"), "101.00".into())],
             "1% above the order's price is within the default 2%"
         );
-        let capped = Tolerances {
-            price_cap: Some(Decimal::ONE),
-            ..Tolerances::default()
-        };
+        let capped = policy(&[("price_cap", "1")]);
         let findings = ledger.invoice("second", &second, &lines, &capped).unwrap();
         assert_eq!(findings[0].code, "price_mismatch", "2.00 over a 1.00 cap");
+        let lenient = policy(&[("price_cap", "1"), ("price_cap.supplier.123456789", "5")]);
+        let findings = ledger.invoice("second", &second, &lines, &lenient).unwrap();
+        assert_eq!(
+            findings[0].code, "quantity_mismatch",
+            "the supplier's own cap is 5.00"
+        );
     }
 
     #[test]
@@ -612,7 +649,7 @@ mod tests {
         let invoice: Invoice = fixture("invoice.json");
         let lines: Vec<_> = invoice.lines.iter().collect();
         let findings = ledger
-            .invoice("inv", &invoice, &lines, &Tolerances::default())
+            .invoice("inv", &invoice, &lines, &Policy::default())
             .unwrap();
         assert_eq!(found(&findings), [("unknown_po", None, "755.00".into())]);
 
@@ -622,7 +659,7 @@ mod tests {
         stray.lines[1].uom = "EA".into();
         let lines: Vec<_> = stray.lines.iter().take(2).collect();
         let findings = ledger
-            .invoice("stray", &stray, &lines, &Tolerances::default())
+            .invoice("stray", &stray, &lines, &Policy::default())
             .unwrap();
         assert_eq!(
             found(&findings),

@@ -25,6 +25,7 @@
 //! | `quantity_tolerance_pct` | quantity slack, percent | `0` |
 //! | `price_tolerance_pct` | unit price slack, percent | `2` |
 //! | `price_cap` | price difference × quantity above which a line is an exception | none |
+//! | `<tolerance>.supplier.<id>`, `.category.<unspsc:NN>`, `.facility.<id>` | an override; the most specific wins (`policy.rs`) | |
 //! | `currency` | exposure currency when the order is unknown | `USD` |
 //!
 //! State lives in the connector's kv bucket: one entry per order
@@ -38,15 +39,17 @@
 //! raised here.
 
 mod ledger;
+mod policy;
 
 use std::str::FromStr as _;
 
-use ledger::{Finding, Ledger, Tolerances};
+use ledger::{Finding, Ledger};
 use plexus_sdk::canonical::{
     Entity, GoodsReceipt, Invoice, MatchException, Money, Party, PoAck, Provenance, PurchaseOrder,
     ShipNotice,
 };
 use plexus_sdk::{Error, Record, Transform, clock, config, kv};
+use policy::Policy;
 use rust_decimal::Decimal;
 
 /// Attempts at a compare-and-swap before the record is retried later.
@@ -56,7 +59,7 @@ struct Matcher;
 
 impl Transform for Matcher {
     fn transform(input: Record) -> Result<Vec<Record>, Error> {
-        let tolerances = tolerances()?;
+        let policy = Policy::from_config(&config::all()).map_err(Error::Permanent)?;
         let raised = match input.schema.as_deref() {
             Some(PurchaseOrder::SCHEMA) => {
                 let po: PurchaseOrder = parse(&input)?;
@@ -76,7 +79,7 @@ impl Transform for Matcher {
                 let receipt: GoodsReceipt = parse(&input)?;
                 let mut raised = Vec::new();
                 for (po, lines) in by_order(&receipt.lines, |l| Some(l.po_number.as_str())) {
-                    let (ledger, found) = update(po, |l| l.receipt(&receipt, &lines, &tolerances))?;
+                    let (ledger, found) = update(po, |l| l.receipt(&receipt, &lines, &policy))?;
                     let doc = format!("goods-receipt:{}", receipt.receipt_number);
                     raised.extend(found.into_iter().map(|f| Raised {
                         po: po.to_owned(),
@@ -89,7 +92,7 @@ impl Transform for Matcher {
                 }
                 raised
             }
-            Some(Invoice::SCHEMA) => invoice(parse(&input)?, &tolerances)?,
+            Some(Invoice::SCHEMA) => invoice(parse(&input)?, &policy)?,
             Some(PoAck::SCHEMA) => {
                 let ack: PoAck = parse(&input)?;
                 let ledger = read(&ack.po_number)?;
@@ -119,7 +122,7 @@ plexus_sdk::export_transform!(Matcher);
 
 /// An invoice: a duplicate of another record with the same supplier and
 /// number is only that; otherwise each order it names is matched.
-fn invoice(invoice: Invoice, tolerances: &Tolerances) -> Result<Vec<Raised>, Error> {
+fn invoice(invoice: Invoice, policy: &Policy) -> Result<Vec<Raised>, Error> {
     let supplier = invoice
         .supplier
         .as_ref()
@@ -184,7 +187,7 @@ fn invoice(invoice: Invoice, tolerances: &Tolerances) -> Result<Vec<Raised>, Err
         raised.push(raise("", Ledger::default(), finding));
     }
     for (po, lines) in orders {
-        let (ledger, found) = update(po, |l| l.invoice(&doc, &invoice, &lines, tolerances))?;
+        let (ledger, found) = update(po, |l| l.invoice(&doc, &invoice, &lines, policy))?;
         raised.extend(found.into_iter().map(|f| raise(po, ledger.clone(), f)));
     }
     Ok(raised)
@@ -262,23 +265,6 @@ fn parse<T: serde::de::DeserializeOwned>(input: &Record) -> Result<T, Error> {
             input.key,
             input.schema.as_deref().unwrap_or("record")
         ))
-    })
-}
-
-fn tolerances() -> Result<Tolerances, Error> {
-    let number = |key: &str| -> Result<Option<Decimal>, Error> {
-        config::get(key)
-            .map(|text| {
-                Decimal::from_str(text.trim())
-                    .map_err(|e| Error::Permanent(format!("config `{key}` = {text:?}: {e}")))
-            })
-            .transpose()
-    };
-    let defaults = Tolerances::default();
-    Ok(Tolerances {
-        quantity_pct: number("quantity_tolerance_pct")?.unwrap_or(defaults.quantity_pct),
-        price_pct: number("price_tolerance_pct")?.unwrap_or(defaults.price_pct),
-        price_cap: number("price_cap")?,
     })
 }
 
