@@ -88,10 +88,12 @@ async fn ls_and_status_show_counts_errors_dead_letters_and_lag() {
     ] {
         assert!(status.contains(line), "{line:?} not in:\n{status}");
     }
-    let stuck = cli_stdout(&plexus_with_config(&["status", "stuck"], &file).await);
+    let every = cli_stdout(&plexus_with_config(&["status"], &file).await);
+    assert!(every.starts_with("picky (transform)\n"), "{every}");
+    assert!(every.contains("\n\nstuck (transform)\n"), "{every}");
     assert!(
-        stuck.contains("  errors        5 (retryable 5)\n"),
-        "{stuck}"
+        every.contains("  errors        5 (retryable 5)\n"),
+        "{every}"
     );
 
     let page = admin_get(addr, "/");

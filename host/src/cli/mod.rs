@@ -44,8 +44,8 @@ enum Command {
     /// List the connectors a running host runs: kind, plugin version,
     /// records in and out, errors, dead letters and lag.
     Ls(ConfigArg),
-    /// One connector of a running host in full: plugin, route, counts, rates
-    /// over a second, errors by kind, dead letters and lag.
+    /// Connectors of a running host in full — the one named, or all: plugin,
+    /// route, counts, rates over a second, errors by kind, dead letters and lag.
     Status(StatusArgs),
     /// Inspect and replay dead letters.
     #[command(subcommand)]
@@ -58,8 +58,8 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct StatusArgs {
-    /// The connector.
-    connector: String,
+    /// The connector (default: every one).
+    connector: Option<String>,
     #[command(flatten)]
     config: ConfigArg,
 }
@@ -160,7 +160,9 @@ impl Cli {
                     test::run(&args.plugin, args.kind, &args.inputs, &args.config).await
                 }
                 Command::Ls(args) => status::list(&args.config).await,
-                Command::Status(args) => status::show(&args.config.config, &args.connector).await,
+                Command::Status(args) => {
+                    status::show(&args.config.config, args.connector.as_deref()).await
+                }
                 Command::Dlq(DlqCommand::Ls { connector, config }) => {
                     dlq::list(&config.config, connector.as_deref()).await
                 }

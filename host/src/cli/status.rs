@@ -59,11 +59,17 @@ pub(super) async fn list(file: &Path) -> Result<(), HostError> {
     Ok(())
 }
 
-/// One connector in full, with its rates over [`RATE_WINDOW`].
-pub(super) async fn show(file: &Path, name: &str) -> Result<(), HostError> {
+/// Connectors in full — the one named, or all — with rates over [`RATE_WINDOW`].
+pub(super) async fn show(file: &Path, name: Option<&str>) -> Result<(), HostError> {
     let config = Config::load(file)?;
-    let find = |connectors: Vec<ConnectorStatus>| connectors.into_iter().find(|c| c.name == name);
-    let Some(before) = find(fetch(&config).await?) else {
+    let chosen = |connectors: Vec<ConnectorStatus>| -> Vec<ConnectorStatus> {
+        connectors
+            .into_iter()
+            .filter(|c| name.is_none_or(|n| c.name == n))
+            .collect()
+    };
+    let before = chosen(fetch(&config).await?);
+    if let (Some(name), true) = (name, before.is_empty()) {
         let configured = config.connectors.iter().any(|c| c.name == name);
         return Err(HostError::Usage(if configured {
             format!(
@@ -76,12 +82,22 @@ pub(super) async fn show(file: &Path, name: &str) -> Result<(), HostError> {
                 file.display()
             )
         }));
-    };
+    }
     tokio::time::sleep(RATE_WINDOW).await;
-    let now = find(fetch(&config).await?).unwrap_or_else(|| before.clone());
+    let now = chosen(fetch(&config).await?);
+    for (i, connector) in now.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        let earlier = before.iter().find(|c| c.name == connector.name);
+        print_one(connector, earlier.unwrap_or(connector));
+    }
+    Ok(())
+}
+
+fn print_one(now: &ConnectorStatus, before: &ConnectorStatus) {
     let per_second =
         |later: u64, earlier: u64| later.saturating_sub(earlier) as f64 / RATE_WINDOW.as_secs_f64();
-
     println!("{} ({})", now.name, now.kind);
     println!("  plugin        {} @ {}", now.plugin, now.version);
     let route = match (&now.from, &now.to) {
@@ -120,7 +136,6 @@ pub(super) async fn show(file: &Path, name: &str) -> Result<(), HostError> {
     if let Some(lag) = now.lag {
         println!("  lag           {lag} record(s) waiting or in flight");
     }
-    Ok(())
 }
 
 /// The running connectors, from the host's admin endpoint: the address the
