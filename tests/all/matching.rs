@@ -141,3 +141,63 @@ async fn orders_receipts_and_invoices_are_matched_into_exceptions() {
     );
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticks_from_the_ticker_raise_each_overdue_order_once() {
+    let bus = TestBus::start().await;
+    bus.stream("SLA", "sla.>").await;
+    let connectors = format!(
+        "[[connector]]\nname = \"sla-clock\"\nkind = \"source\"\nplugin = \"{}\"\nschedule = \"1s\"\nto = \"sla.ticks\"\n\n\
+         [[connector]]\nname = \"matcher\"\nkind = \"transform\"\nplugin = \"{}\"\nfrom = \"sla.>\"\nto = \"exceptions\"\nemits = [\"match-exception/1\"]\n\n[connector.delivery]\nordered = true\n",
+        plugin("ticker").display(),
+        plugin("three-way-match").display()
+    );
+    let file = write_config(bus.dir.path(), Some(bus.url()), &connectors);
+    let host = start_host(&file).await;
+    let late = fixture("po.json").replace(
+        "\"currency\": \"USD\",",
+        "\"currency\": \"USD\", \"ack_due_at\": \"2026-01-05T12:00:00Z\", \"need_by\": \"2026-01-20\",",
+    );
+    let mut h = HeaderMap::new();
+    h.insert("Nats-Msg-Id", "late-po");
+    h.insert("Plexus-Schema", "purchase-order/1");
+    bus.js
+        .publish_with_headers("sla.docs", h, late.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    bus.wait_for_count("exceptions.ack_overdue", 1).await;
+    bus.wait_for_count("exceptions.receipt_overdue", 1).await;
+    // Two more ticks find nothing new.
+    let addr = host.http_addr();
+    let ticks = || {
+        metric(
+            &scrape(addr),
+            "plexus_records_out_total{connector=\"sla-clock\"}",
+        )
+    };
+    let seen = ticks();
+    wait_until("two more ticks", || ticks() >= seen + 2.0).await;
+    bus.wait_drained("sla.>", "matcher").await;
+    assert_eq!(bus.count("exceptions.>").await, 2);
+
+    let ack = json(&bus.messages("exceptions.ack_overdue").await[0]);
+    assert_eq!(ack["exception_id"], "ack_overdue:PO-1001:sla:-");
+    assert_eq!(
+        ack["exposure"],
+        serde_json::json!({"amount": "705.00", "currency": "USD"})
+    );
+    assert_eq!(ack["category"], "unspsc:42");
+    assert_eq!(
+        ack["detail"],
+        "no acknowledgement of PO-1001, due 2026-01-05T12:00:00Z"
+    );
+    let receipt = json(&bus.messages("exceptions.receipt_overdue").await[0]);
+    assert_eq!(
+        receipt["detail"],
+        "nothing received on PO-1001, needed by 2026-01-20"
+    );
+    host.shutdown().await;
+}

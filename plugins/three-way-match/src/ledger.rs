@@ -457,6 +457,22 @@ impl Ledger {
         Ok(found)
     }
 
+    /// A whole order that is late (an SLA watch): its value is at risk, in the
+    /// category of its largest line.
+    pub fn overdue(&self, code: &'static str, detail: String) -> Finding {
+        let lines = self.order.iter().flat_map(|o| o.lines.values());
+        let value = |l: &OrderLine| l.quantity * l.unit_price;
+        let largest = lines.clone().max_by_key(|l| value(l));
+        Finding {
+            code,
+            severity: "warning",
+            line: None,
+            category: largest.map_or_else(|| "uncategorized".to_owned(), |l| l.category.clone()),
+            exposure: lines.map(value).sum(),
+            detail,
+        }
+    }
+
     /// An acknowledgement that changes a line (quantity, price, date,
     /// back-order, rejection) that the order does not reflect.
     pub fn ack(&self, ack: &PoAck) -> Result<Vec<Finding>, String> {

@@ -5,8 +5,9 @@
 //! `exception_id`.
 //!
 //! Consumes canonical records by `Plexus-Schema` (`purchase-order/1`,
-//! `goods-receipt/1`, `ship-notice/1`, `invoice/1`, `po-ack/1`); records of
-//! other schemas are passed over.
+//! `goods-receipt/1`, `ship-notice/1`, `invoice/1`, `po-ack/1`) and
+//! `clock-tick/1` records (`{"now": "<RFC 3339>"}`, from the `ticker` source)
+//! that drive the SLA watches; records of other schemas are passed over.
 //!
 //! | code | raised when |
 //! |---|---|
@@ -19,6 +20,8 @@
 //! | `unknown_po` | an invoice or receipt names an order (or line) not seen |
 //! | `uom_mismatch` | a receipt or invoice line in another unit than the order |
 //! | `ack_changed` | an acknowledgement changes or rejects a line the order does not reflect |
+//! | `ack_overdue` | a tick finds an order unacknowledged past its `ack_due_at` |
+//! | `receipt_overdue` | a tick finds nothing received on an order past its need-by date |
 //!
 //! | config key | meaning | default |
 //! |---|---|---|
@@ -34,12 +37,12 @@
 //! its own id so a redelivered document changes nothing. Invoice numbers are
 //! kept per supplier (`invoice.<supplier>.<number>`) to catch duplicates.
 //! Exceptions are raised as documents arrive: a receipt arriving after its
-//! invoice does not withdraw an `unreceived_order`. The SLA watches
-//! (`ack_overdue`, `receipt_overdue`) need a clock-driven source and are not
-//! raised here.
+//! invoice does not withdraw an `unreceived_order`. The SLA watches keep one
+//! more kv entry (`open-orders`) and raise each overdue order once per code.
 
 mod ledger;
 mod policy;
+mod watch;
 
 use std::str::FromStr as _;
 
@@ -51,9 +54,14 @@ use plexus_sdk::canonical::{
 use plexus_sdk::{Error, Record, Transform, clock, config, kv};
 use policy::Policy;
 use rust_decimal::Decimal;
+use watch::Watchlist;
 
 /// Attempts at a compare-and-swap before the record is retried later.
 const CAS_ATTEMPTS: usize = 8;
+/// The schema of the ticks that drive the SLA watches: `{"now": "<RFC 3339>"}`.
+const TICK_SCHEMA: &str = "clock-tick/1";
+/// The kv key of the orders the SLA watches follow.
+const WATCHLIST: &str = "open-orders";
 
 struct Matcher;
 
@@ -64,6 +72,10 @@ impl Transform for Matcher {
             Some(PurchaseOrder::SCHEMA) => {
                 let po: PurchaseOrder = parse(&input)?;
                 update(&po.po_number, |l| l.order(&po).map(|()| Vec::new()))?;
+                watch(|w| {
+                    w.order(&po);
+                    Ok(())
+                })?;
                 Vec::new()
             }
             Some(ShipNotice::SCHEMA) => {
@@ -80,6 +92,10 @@ impl Transform for Matcher {
                 let mut raised = Vec::new();
                 for (po, lines) in by_order(&receipt.lines, |l| Some(l.po_number.as_str())) {
                     let (ledger, found) = update(po, |l| l.receipt(&receipt, &lines, &policy))?;
+                    watch(|w| {
+                        w.received(po);
+                        Ok(())
+                    })?;
                     let doc = format!("goods-receipt:{}", receipt.receipt_number);
                     raised.extend(found.into_iter().map(|f| Raised {
                         po: po.to_owned(),
@@ -95,6 +111,10 @@ impl Transform for Matcher {
             Some(Invoice::SCHEMA) => invoice(parse(&input)?, &policy)?,
             Some(PoAck::SCHEMA) => {
                 let ack: PoAck = parse(&input)?;
+                watch(|w| {
+                    w.acked(&ack.po_number);
+                    Ok(())
+                })?;
                 let ledger = read(&ack.po_number)?;
                 let doc = format!("po-ack:{}:{}", ack.po_number, ack.ack_date);
                 ledger
@@ -111,6 +131,7 @@ impl Transform for Matcher {
                     })
                     .collect()
             }
+            Some(TICK_SCHEMA) => tick(&input)?,
             _ => return Ok(Vec::new()),
         };
         let fallback = config::get("currency").unwrap_or_else(|| "USD".into());
@@ -189,6 +210,29 @@ fn invoice(invoice: Invoice, policy: &Policy) -> Result<Vec<Raised>, Error> {
     for (po, lines) in orders {
         let (ledger, found) = update(po, |l| l.invoice(&doc, &invoice, &lines, policy))?;
         raised.extend(found.into_iter().map(|f| raise(po, ledger.clone(), f)));
+    }
+    Ok(raised)
+}
+
+/// A tick: raise every order that has become overdue.
+fn tick(input: &Record) -> Result<Vec<Raised>, Error> {
+    #[derive(serde::Deserialize)]
+    struct Tick {
+        now: String,
+    }
+    let tick: Tick = parse(input)?;
+    let (_, overdue) = watch(|w| Ok(w.due(&tick.now)))?;
+    let mut raised = Vec::new();
+    for (po, code, detail) in overdue {
+        let ledger = read(&po)?;
+        raised.push(Raised {
+            finding: ledger.overdue(code, detail),
+            doc: "sla".into(),
+            po,
+            facility: None,
+            currency: None,
+            ledger,
+        });
     }
     Ok(raised)
 }
@@ -309,42 +353,60 @@ fn ledger_key(po: &str) -> String {
     format!("po.{}", key_part(po))
 }
 
-fn decode(po: &str, bytes: &[u8]) -> Result<Ledger, Error> {
+fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(bytes)
-        .map_err(|e| Error::Permanent(format!("stored state of order {po} is unreadable: {e}")))
+        .map_err(|e| Error::Permanent(format!("stored state of {what} is unreadable: {e}")))
 }
 
 /// The ledger of `po` as stored.
 fn read(po: &str) -> Result<Ledger, Error> {
     match kv::get(&ledger_key(po)).map_err(unavailable)? {
-        Some(entry) => decode(po, &entry.value),
+        Some(entry) => decode(&format!("order {po}"), &entry.value),
         None => Ok(Ledger::default()),
     }
 }
 
-/// Apply `change` to the ledger of `po` and store it, retrying on a
-/// concurrent update; returns the stored ledger and what `change` found.
+/// Apply `change` to the ledger of `po` and store it; returns the stored
+/// ledger and what `change` found.
 fn update(
     po: &str,
-    mut change: impl FnMut(&mut Ledger) -> Result<Vec<Finding>, String>,
+    change: impl FnMut(&mut Ledger) -> Result<Vec<Finding>, String>,
 ) -> Result<(Ledger, Vec<Finding>), Error> {
-    let key = ledger_key(po);
+    update_state(&ledger_key(po), &format!("order {po}"), change)
+}
+
+/// Apply `change` to the watchlist and store it.
+fn watch<R>(
+    change: impl FnMut(&mut Watchlist) -> Result<R, String>,
+) -> Result<(Watchlist, R), Error> {
+    update_state(WATCHLIST, "the SLA watchlist", change)
+}
+
+/// Read-modify-write of the state under `key`, retried on a concurrent update.
+fn update_state<T, R>(
+    key: &str,
+    what: &str,
+    mut change: impl FnMut(&mut T) -> Result<R, String>,
+) -> Result<(T, R), Error>
+where
+    T: Default + serde::Serialize + serde::de::DeserializeOwned,
+{
     for _ in 0..CAS_ATTEMPTS {
-        let (mut ledger, revision) = match kv::get(&key).map_err(unavailable)? {
-            Some(entry) => (decode(po, &entry.value)?, Some(entry.revision)),
-            None => (Ledger::default(), None),
+        let (mut state, revision) = match kv::get(key).map_err(unavailable)? {
+            Some(entry) => (decode(what, &entry.value)?, Some(entry.revision)),
+            None => (T::default(), None),
         };
-        let found = change(&mut ledger).map_err(Error::Permanent)?;
-        let bytes = serde_json::to_vec(&ledger)
-            .map_err(|e| Error::Permanent(format!("cannot encode the state of order {po}: {e}")))?;
-        match kv::compare_and_swap(&key, &bytes, revision) {
-            Ok(_) => return Ok((ledger, found)),
+        let result = change(&mut state).map_err(Error::Permanent)?;
+        let bytes = serde_json::to_vec(&state)
+            .map_err(|e| Error::Permanent(format!("cannot encode {what}: {e}")))?;
+        match kv::compare_and_swap(key, &bytes, revision) {
+            Ok(_) => return Ok((state, result)),
             Err(kv::KvError::RevisionMismatch) => continue,
             Err(e) => return Err(unavailable(e)),
         }
     }
     Err(Error::Retryable(format!(
-        "order {po} kept changing under concurrent updates"
+        "{what} kept changing under concurrent updates"
     )))
 }
 
