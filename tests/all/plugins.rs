@@ -23,6 +23,14 @@ const TESTED: &[(&str, &str)] = &[
     ("json-filter", "plugins::json_filter_keeps_drops_and_routes"),
     ("mllp", "connectors::mllp_*, connectors::http_ingest_*"),
     ("testkit", "delivery, faults, lifecycle and reload"),
+    (
+        "three-way-match",
+        "matching::orders_receipts_and_invoices_are_matched_into_exceptions",
+    ),
+    (
+        "ticker",
+        "matching::ticks_from_the_ticker_raise_each_overdue_order_once",
+    ),
     ("x12", "formats::*"),
 ];
 
