@@ -1,7 +1,8 @@
 //! The one wasmtime [`Engine`] of a host: pooling allocation, epoch
-//! interruption ticking from one background thread, and the shared linker.
+//! interruption ticking from one background thread, the shared linker, and
+//! the threads plugin calls run on.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use wasmtime::component::Linker;
@@ -17,6 +18,70 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// The largest linear memory any instance may have; `limits.memory` caps each
 /// connector below this. Virtual address space only, reserved by the pool.
 const MAX_MEMORY: usize = 4 << 30;
+
+/// The threads every plugin call runs on, one per core, apart from the async
+/// workers that move records on and off the bus. A plugin that computes for a
+/// whole epoch tick holds one of these, which the OS preempts for the threads
+/// whose records are waiting; on a shared worker it would hold up every task
+/// queued behind it.
+pub fn call_threads() -> tokio::runtime::Handle {
+    static THREADS: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    threads(&THREADS, "plexus-plugin", cores, || {})
+}
+
+/// The one thread on which connectors on probation — whose calls keep faulting
+/// — make their calls, at the lowest priority the OS has (`SCHED_IDLE` on Linux):
+/// a looping plugin or a memory bomb then gets only the CPU that nothing else
+/// wants, so its neighbours keep their latency while it still makes progress.
+pub fn probation_thread() -> tokio::runtime::Handle {
+    static THREAD: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
+    threads(&THREAD, "plexus-probation", 1, lowest_priority)
+}
+
+/// A runtime of `count` threads named `name`, started once, each running
+/// `on_start` first. If it cannot be started, calls run on the caller's
+/// runtime instead, which only costs the isolation.
+fn threads(
+    slot: &'static OnceLock<Option<tokio::runtime::Runtime>>,
+    name: &str,
+    count: usize,
+    on_start: fn(),
+) -> tokio::runtime::Handle {
+    let runtime = slot.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(count)
+            .thread_name(name)
+            .on_thread_start(on_start)
+            .enable_all()
+            .build()
+            .inspect_err(|error| {
+                tracing::warn!(%error, threads = name, "Cannot start plugin threads; plugin calls share the bus workers.");
+            })
+            .ok()
+    });
+    match runtime {
+        Some(runtime) => runtime.handle().clone(),
+        None => tokio::runtime::Handle::current(),
+    }
+}
+
+/// Put the calling thread in Linux's `SCHED_IDLE` class: it runs only when no
+/// ordinary thread wants the core, and any waking thread preempts it at once.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn lowest_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread and `param` is a valid sched_param
+    // for SCHED_IDLE, which takes priority 0; lowering needs no privilege.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "Cannot lower the probation thread's priority.");
+    }
+}
+
+/// Elsewhere the probation thread keeps the ordinary priority.
+#[cfg(not(target_os = "linux"))]
+fn lowest_priority() {}
 
 /// Engine plus linker, shared by every connector of a host.
 #[derive(Clone)]
@@ -57,5 +122,24 @@ impl Runtime {
             engine,
             linker: Arc::new(linker),
         })
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[allow(unsafe_code)]
+    fn own_policy() -> i32 {
+        // SAFETY: pid 0 is the calling thread; no memory is passed.
+        unsafe { libc::sched_getscheduler(0) }
+    }
+
+    #[tokio::test]
+    async fn probation_runs_at_the_lowest_priority_and_plugin_calls_do_not() {
+        let probation = probation_thread().spawn(async { own_policy() });
+        assert_eq!(probation.await.ok(), Some(libc::SCHED_IDLE));
+        let normal = call_threads().spawn(async { own_policy() });
+        assert_eq!(normal.await.ok(), Some(libc::SCHED_OTHER));
     }
 }

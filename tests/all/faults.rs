@@ -1,9 +1,12 @@
 //! Hostile plugins are contained: an infinite loop is interrupted at its
-//! timeout and paused between calls without starving its neighbours, and
-//! stopping it releases its waiting records to the fixed version; a memory hog
+//! timeout and paused between calls, one at a time whatever its concurrency,
+//! without starving its neighbours, and stopping it releases its waiting
+//! records to the fixed version; a memory hog
 //! is stopped at its cap, a panicking instance is replaced while later records
 //! flow, and deep recursion and outputs too large for the bus are
 //! dead-lettered, not retried.
+
+use futures::StreamExt as _;
 
 use crate::support::*;
 
@@ -62,6 +65,47 @@ async fn an_infinite_loop_is_interrupted_and_neighbours_keep_flowing() {
             "plexus_errors_total{connector=\"spinner\",kind=\"timeout\"}"
         ),
         6.0
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_on_probation_makes_one_call_at_a_time_whatever_its_concurrency() {
+    let bus = TestBus::start().await;
+    bus.stream("SPIN", "in.spin").await;
+    bus.publish_range("in.spin", 0..6, |i| format!("spin {i}"))
+        .await;
+    let client = bus.js.client();
+    let mut dead_letters = client.subscribe("dlq.spinner").await.expect("subscribe");
+    client.flush().await.expect("flush");
+    let file = write_config(
+        bus.dir.path(),
+        Some(bus.url()),
+        &testkit(
+            "spinner",
+            "in.spin",
+            "out.spin",
+            "config = { mode = \"loop\" }\n[connector.limits]\ntimeout = \"300ms\"\nconcurrency = 4",
+        ),
+    );
+    let host = start_host(&file).await;
+    let mut arrivals = Vec::new();
+    while arrivals.len() < 6 {
+        tokio::time::timeout(PATIENCE, dead_letters.next())
+            .await
+            .expect("a dead letter in time")
+            .expect("subscription open");
+        arrivals.push(std::time::Instant::now());
+    }
+    // Four records loop at once and time out together. The connector is then
+    // on probation: the fifth waits at least 100 ms and loops 300 ms; the sixth
+    // may start only when the fifth is done, after a pause of 1.6 s (five
+    // faults in a row), and loops 300 ms. Run side by side, as four permits
+    // would allow, the last two would end within about 1.1 s of the first four.
+    let gap = arrivals[5] - arrivals[0];
+    assert!(
+        gap >= std::time::Duration::from_millis(1900),
+        "the last two runaway calls did not run one after the other ({gap:?})"
     );
     host.shutdown().await;
 }

@@ -130,7 +130,8 @@ async fn connection(
         for frame in frames.drain(..) {
             let reply = match frame {
                 Frame::Message(message) => {
-                    let code = match source.ingest(&message).await {
+                    let message = bytes::Bytes::from(message);
+                    let code = match source.ingest(message.clone()).await {
                         Ok(_) => ("AA", String::new()),
                         Err(IngestError::Rejected(reason)) => ("AR", reason),
                         Err(IngestError::Unavailable(reason)) => ("AE", reason),

@@ -43,7 +43,7 @@ pub struct Inbound(RwLock<HashMap<String, Arc<source::Source>>>);
 impl Inbound {
     /// Decode and publish a message posted to connector `name`; `None` if no
     /// such HTTP-ingest connector runs.
-    pub async fn ingest(&self, name: &str, body: &[u8]) -> Option<Result<u64, IngestError>> {
+    pub async fn ingest(&self, name: &str, body: bytes::Bytes) -> Option<Result<u64, IngestError>> {
         let source = self.0.read().ok()?.get(name).cloned()?;
         Some(source.ingest(body).await)
     }

@@ -44,7 +44,7 @@ impl Handler for Sink {
             record: to_plugin_record(&msg),
         };
 
-        let result = self.pool.deliver(std::slice::from_ref(&delivery)).await;
+        let result = self.pool.deliver(vec![delivery]).await;
 
         let outcome = match result {
             Ok(mut outcomes) if outcomes.len() == 1 => outcomes.pop(),

@@ -85,7 +85,7 @@ impl Source {
             Ok(value) => value.map(|v| String::from_utf8_lossy(&v).into_owned()),
             Err(e) => return Err(format!("cannot read the cursor: {e}")),
         };
-        let result = self.pool.poll(cursor.as_deref()).await;
+        let result = self.pool.poll(cursor.clone()).await;
         let polled = match result {
             Ok(Ok(polled)) => polled,
             Ok(Err(PluginError::Retryable(reason))) => {
@@ -116,7 +116,7 @@ impl Source {
 
     /// Decode one inbound message and publish its records; returns once every
     /// record is stored.
-    pub(crate) async fn ingest(&self, body: &[u8]) -> Result<u64, IngestError> {
+    pub(crate) async fn ingest(&self, body: bytes::Bytes) -> Result<u64, IngestError> {
         let secrets = &self.pool.context().secrets;
         self.decode_and_publish(body).await.map_err(|e| match e {
             IngestError::Rejected(reason) => IngestError::Rejected(redact(secrets, &reason)),
@@ -124,8 +124,8 @@ impl Source {
         })
     }
 
-    async fn decode_and_publish(&self, body: &[u8]) -> Result<u64, IngestError> {
-        let result = self.pool.decode(body).await;
+    async fn decode_and_publish(&self, body: bytes::Bytes) -> Result<u64, IngestError> {
+        let result = self.pool.decode(body.clone()).await;
         let records = match result {
             Ok(Ok(records)) => records,
             Ok(Err(PluginError::Permanent(reason))) => {
@@ -141,7 +141,7 @@ impl Source {
                 return Err(IngestError::Rejected(fault.to_string()));
             }
         };
-        self.publish(records, body).await
+        self.publish(records, &body).await
     }
 
     async fn publish(

@@ -48,7 +48,7 @@ impl Handler for Transform {
         };
         let input = to_plugin_record(&msg);
 
-        let result = self.pool.transform(&input).await;
+        let result = self.pool.transform(input).await;
 
         match result {
             Ok(Ok(outputs)) => {

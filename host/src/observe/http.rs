@@ -102,7 +102,7 @@ async fn ingest(
     Path(connector): Path<String>,
     body: bytes::Bytes,
 ) -> impl IntoResponse {
-    match state.inbound.ingest(&connector, &body).await {
+    match state.inbound.ingest(&connector, body).await {
         None => (
             StatusCode::NOT_FOUND,
             format!("no connector {connector:?} takes HTTP ingest\n"),

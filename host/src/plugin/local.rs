@@ -109,9 +109,13 @@ impl LocalPlugin {
                     content_type: None,
                     topic: None,
                 };
-                self.pool.transform(&input).await
+                self.pool.transform(input).await
             }
-            Kind::Source => self.pool.decode(payload).await,
+            Kind::Source => {
+                self.pool
+                    .decode(bytes::Bytes::copy_from_slice(payload))
+                    .await
+            }
             Kind::Sink => return Err(Failure::Unsupported),
         };
         match result {

@@ -5,12 +5,19 @@
 //! mid-call) and the next call builds a fresh one from the `InstancePre`.
 //!
 //! A connector whose calls keep faulting — a loop, a memory bomb, a trap on
-//! every record — is paused before each further call ([`RUNAWAY_PAUSE`], doubling up to
-//! [`RUNAWAY_PAUSE_MAX`], cleared by a call that returns), so a runaway plugin
-//! cannot take the host's CPU from its neighbours; its records wait, they are
-//! not lost. Stopping the connector ([`Pool::stop`]) cuts the pause short and
+//! every record — is on probation until a call returns: one call at a time
+//! whatever its `limits.concurrency`, each after a pause ([`RUNAWAY_PAUSE`],
+//! doubling up to [`RUNAWAY_PAUSE_MAX`]), on the low-priority probation thread
+//! ([`crate::engine::probation_thread`]). So a runaway plugin cannot take the
+//! host's CPU from its neighbours; its records wait, they are not lost. Stopping the connector ([`Pool::stop`]) cuts the pause short and
 //! releases the waiting records for the next version.
+//!
+//! Calls run on the engine's plugin threads ([`crate::engine::call_threads`]),
+//! not on the workers that move records on and off the bus: a plugin busy for
+//! a whole epoch tick then holds only a thread the OS can preempt, and never
+//! the fetches, publishes and acks of the connectors beside it.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -103,23 +110,32 @@ struct Warm {
     bindings: Bindings,
 }
 
-/// One export call; it owns the instance while it runs (so a timed-out call
-/// drops it) and hands it back with the result. Boxed so one code path can
-/// arm, time and classify every kind of call.
-type Call<'c, R> = BoxFuture<'c, (Warm, wasmtime::Result<R>)>;
+/// One export call; it owns the instance and its arguments while it runs (so
+/// a timed-out call drops it, and it can move to the plugin threads) and
+/// hands the instance back with the result. Boxed so one code path can arm,
+/// time and classify every kind of call.
+type Call<R> = BoxFuture<'static, (Warm, wasmtime::Result<R>)>;
 
 /// The instances of one version of one connector.
 pub struct Pool {
-    pre: World,
-    context: Arc<ConnectorContext>,
-    limits: Limits,
-    idle: Mutex<Vec<Warm>>,
+    instances: Arc<Instances>,
     /// At most `limits.concurrency` calls at once, so at most that many instances.
     calls: tokio::sync::Semaphore,
     /// Calls in a row that faulted.
     strikes: AtomicU32,
+    /// Held by the one call a connector on probation may make at a time.
+    probation: tokio::sync::Mutex<()>,
     /// Set when the connector stops, to cut a runaway pause short.
     stopping: tokio::sync::watch::Sender<bool>,
+}
+
+/// What a call needs on the plugin threads: how to build an instance, the
+/// idle ones, and the connector's limits.
+struct Instances {
+    pre: World,
+    context: Arc<ConnectorContext>,
+    limits: Limits,
+    idle: Mutex<Vec<Warm>>,
 }
 
 fn wrong_world(export: &str) -> wasmtime::Error {
@@ -131,11 +147,14 @@ impl Pool {
     pub fn new(pre: World, context: Arc<ConnectorContext>, limits: Limits) -> Self {
         Pool {
             calls: tokio::sync::Semaphore::new(limits.concurrency.max(1)),
-            pre,
-            context,
-            limits,
-            idle: Mutex::new(Vec::new()),
+            instances: Arc::new(Instances {
+                pre,
+                context,
+                limits,
+                idle: Mutex::new(Vec::new()),
+            }),
             strikes: AtomicU32::new(0),
+            probation: tokio::sync::Mutex::new(()),
             stopping: tokio::sync::watch::Sender::new(false),
         }
     }
@@ -149,26 +168,30 @@ impl Pool {
 
     /// The connector this pool serves.
     pub fn context(&self) -> &Arc<ConnectorContext> {
-        &self.context
+        &self.instances.context
     }
 
     /// Build one instance now, so the first record does not pay for it and a
     /// broken plugin is found before it is put to work.
     pub async fn warm_up(&self) -> Result<(), Fault> {
-        let warm = self.instantiate().await?;
-        self.put_back(warm);
-        Ok(())
+        let instances = self.instances.clone();
+        on_plugin_threads(crate::engine::call_threads(), async move {
+            let warm = instances.instantiate().await?;
+            instances.put_back(warm);
+            Ok(())
+        })
+        .await
     }
 
     /// `transform(input)`.
     pub async fn transform(
         &self,
-        input: &PluginRecord,
+        input: PluginRecord,
     ) -> Result<Result<Vec<PluginRecord>, PluginError>, Fault> {
         self.run(|mut warm| {
             Box::pin(async move {
                 let result = match &warm.bindings {
-                    Bindings::Transform(b) => b.call_transform(&mut warm.store, input).await,
+                    Bindings::Transform(b) => b.call_transform(&mut warm.store, &input).await,
                     _ => Err(wrong_world("transform")),
                 };
                 (warm, result)
@@ -180,14 +203,14 @@ impl Pool {
     /// `poll(cursor)`.
     pub async fn poll(
         &self,
-        cursor: Option<&str>,
+        cursor: Option<String>,
     ) -> Result<Result<PollResult, PluginError>, Fault> {
         self.run(|mut warm| {
             Box::pin(async move {
                 let result = match &warm.bindings {
                     Bindings::Source(b) => {
                         b.plexus_connector_source_api()
-                            .call_poll(&mut warm.store, cursor)
+                            .call_poll(&mut warm.store, cursor.as_deref())
                             .await
                     }
                     _ => Err(wrong_world("poll")),
@@ -201,14 +224,14 @@ impl Pool {
     /// `decode(input)`.
     pub async fn decode(
         &self,
-        input: &[u8],
+        input: bytes::Bytes,
     ) -> Result<Result<Vec<PluginRecord>, PluginError>, Fault> {
         self.run(|mut warm| {
             Box::pin(async move {
                 let result = match &warm.bindings {
                     Bindings::Source(b) => {
                         b.plexus_connector_source_api()
-                            .call_decode(&mut warm.store, input)
+                            .call_decode(&mut warm.store, &input)
                             .await
                     }
                     _ => Err(wrong_world("decode")),
@@ -220,11 +243,11 @@ impl Pool {
     }
 
     /// `deliver(deliveries)`.
-    pub async fn deliver(&self, deliveries: &[Delivery]) -> Result<Vec<Outcome>, Fault> {
+    pub async fn deliver(&self, deliveries: Vec<Delivery>) -> Result<Vec<Outcome>, Fault> {
         self.run(|mut warm| {
             Box::pin(async move {
                 let result = match &warm.bindings {
-                    Bindings::Sink(b) => b.call_deliver(&mut warm.store, deliveries).await,
+                    Bindings::Sink(b) => b.call_deliver(&mut warm.store, &deliveries).await,
                     _ => Err(wrong_world("deliver")),
                 };
                 (warm, result)
@@ -233,29 +256,88 @@ impl Pool {
         .await
     }
 
-    /// Lend a warm instance to `call` within the connector's time budget; keep
-    /// it if the call returned, drop it if it faulted.
-    async fn run<'c, R>(&self, call: impl FnOnce(Warm) -> Call<'c, R>) -> Result<R, Fault> {
+    /// Lend a warm instance to `call` within the connector's time budget, on
+    /// the plugin threads; keep it if the call returned, drop it if it faulted.
+    async fn run<R: Send + 'static>(
+        &self,
+        call: impl FnOnce(Warm) -> Call<R> + Send + 'static,
+    ) -> Result<R, Fault> {
         let Ok(_call) = self.calls.acquire().await else {
             return Err(Fault {
                 kind: FaultKind::Instantiate,
                 message: "the connector is stopping".into(),
             });
         };
+        // A connector that keeps faulting is on probation: one call at a time
+        // whatever its `limits.concurrency`, each after a pause, on the
+        // low-priority probation thread.
+        let mut on_probation = None;
+        if self.strikes.load(Ordering::Relaxed) > 0 {
+            on_probation = Some(self.unless_stopped(self.probation.lock()).await?);
+        }
         let strikes = self.strikes.load(Ordering::Relaxed);
-        if strikes > 0 {
-            // Holding the call permit: the whole connector waits.
-            let mut stopping = self.stopping.subscribe();
-            tokio::select! {
-                () = tokio::time::sleep(runaway_pause(strikes)) => {}
-                _ = stopping.wait_for(|stopping| *stopping) => {
-                    return Err(Fault {
-                        kind: FaultKind::Released,
-                        message: "the connector stopped while paused after repeated faults".into(),
-                    });
-                }
+        if strikes == 0 {
+            // A call that returned while this one waited cleared the record.
+            on_probation = None;
+        } else {
+            self.unless_stopped(tokio::time::sleep(runaway_pause(strikes)))
+                .await?;
+        }
+        let instances = self.instances.clone();
+        let threads = if on_probation.is_some() {
+            crate::engine::probation_thread()
+        } else {
+            crate::engine::call_threads()
+        };
+        let result = on_plugin_threads(threads, async move { instances.call(call).await }).await;
+        match &result {
+            Ok(_) => self.strikes.store(0, Ordering::Relaxed),
+            // A call that ran but faulted: its instance is gone.
+            Err(fault) => {
+                let strikes = self.strikes.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(
+                    connector = %self.instances.context.name,
+                    %fault,
+                    pause = ?runaway_pause(strikes),
+                    "Plugin call faulted; pausing the connector before its next call."
+                );
             }
         }
+        result
+    }
+
+    /// Wait for `until`, unless the connector stops first: then the call is
+    /// [`FaultKind::Released`] at once instead of holding the stop up for as
+    /// long as the backlog of runaway pauses.
+    async fn unless_stopped<T>(&self, until: impl Future<Output = T>) -> Result<T, Fault> {
+        let mut stopping = self.stopping.subscribe();
+        tokio::select! {
+            done = until => Ok(done),
+            _ = stopping.wait_for(|stopping| *stopping) => Err(Fault {
+                kind: FaultKind::Released,
+                message: "the connector stopped while paused after repeated faults".into(),
+            }),
+        }
+    }
+}
+
+/// Run `work` on `threads` and wait for it here. A panic in host code
+/// during a call (never the plugin's: that is a trap) fails that call alone.
+async fn on_plugin_threads<R: Send + 'static>(
+    threads: tokio::runtime::Handle,
+    work: impl Future<Output = Result<R, Fault>> + Send + 'static,
+) -> Result<R, Fault> {
+    threads.spawn(work).await.unwrap_or_else(|error| {
+        Err(Fault {
+            kind: FaultKind::Trap,
+            message: format!("the plugin call ended abnormally: {error}"),
+        })
+    })
+}
+
+impl Instances {
+    /// One call on a warm instance (or a fresh one), timed and classified.
+    async fn call<R>(&self, call: impl FnOnce(Warm) -> Call<R>) -> Result<R, Fault> {
         let taken = self.idle.lock().map(|mut idle| idle.pop()).unwrap_or(None);
         let mut warm = match taken {
             Some(warm) => warm,
@@ -268,28 +350,14 @@ impl Pool {
         self.context
             .metrics
             .plugin_call(&self.context.name, started.elapsed().as_secs_f64());
-        let result = match outcome {
+        match outcome {
             Ok((warm, Ok(result))) => {
                 self.put_back(warm);
                 Ok(result)
             }
             Ok((warm, Err(error))) => Err(self.classify(&warm.store, &error)),
             Err(_) => Err(self.stuck()),
-        };
-        match &result {
-            Ok(_) => self.strikes.store(0, Ordering::Relaxed),
-            // A call that ran but faulted: its instance is gone.
-            Err(fault) => {
-                let strikes = self.strikes.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::warn!(
-                    connector = %self.context.name,
-                    %fault,
-                    pause = ?runaway_pause(strikes),
-                    "Plugin call faulted; pausing the connector before its next call."
-                );
-            }
         }
-        result
     }
 
     fn put_back(&self, warm: Warm) {
