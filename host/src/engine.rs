@@ -1,6 +1,6 @@
 //! The one wasmtime [`Engine`] of a host: pooling allocation, epoch
 //! interruption ticking from one background thread, the shared linker, and
-//! the threads plugin calls run on.
+//! the thread connectors on probation make their calls on.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -19,49 +19,28 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// connector below this. Virtual address space only, reserved by the pool.
 const MAX_MEMORY: usize = 4 << 30;
 
-/// The threads every plugin call runs on, one per core, apart from the async
-/// workers that move records on and off the bus. A plugin that computes for a
-/// whole epoch tick holds one of these, which the OS preempts for the threads
-/// whose records are waiting; on a shared worker it would hold up every task
-/// queued behind it.
-pub fn call_threads() -> tokio::runtime::Handle {
-    static THREADS: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    threads(&THREADS, "plexus-plugin", cores, || {})
-}
-
 /// The one thread on which connectors on probation — whose calls keep faulting
 /// — make their calls, at the lowest priority the OS has (`SCHED_IDLE` on Linux):
 /// a looping plugin or a memory bomb then gets only the CPU that nothing else
 /// wants, so its neighbours keep their latency while it still makes progress.
+/// Started on first use; if it cannot be, probation calls stay on the caller's
+/// runtime, which costs only that isolation.
 pub fn probation_thread() -> tokio::runtime::Handle {
     static THREAD: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
-    threads(&THREAD, "plexus-probation", 1, lowest_priority)
-}
-
-/// A runtime of `count` threads named `name`, started once, each running
-/// `on_start` first. If it cannot be started, calls run on the caller's
-/// runtime instead, which only costs the isolation.
-fn threads(
-    slot: &'static OnceLock<Option<tokio::runtime::Runtime>>,
-    name: &str,
-    count: usize,
-    on_start: fn(),
-) -> tokio::runtime::Handle {
-    let runtime = slot.get_or_init(|| {
+    let thread = THREAD.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(count)
-            .thread_name(name)
-            .on_thread_start(on_start)
+            .worker_threads(1)
+            .thread_name("plexus-probation")
+            .on_thread_start(lowest_priority)
             .enable_all()
             .build()
             .inspect_err(|error| {
-                tracing::warn!(%error, threads = name, "Cannot start plugin threads; plugin calls share the bus workers.");
+                tracing::warn!(%error, "Cannot start the probation thread; runaway connectors stay on the bus workers.");
             })
             .ok()
     });
-    match runtime {
-        Some(runtime) => runtime.handle().clone(),
+    match thread {
+        Some(thread) => thread.handle().clone(),
         None => tokio::runtime::Handle::current(),
     }
 }
@@ -136,10 +115,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn probation_runs_at_the_lowest_priority_and_plugin_calls_do_not() {
+    async fn probation_runs_at_the_lowest_priority_and_other_calls_do_not() {
         let probation = probation_thread().spawn(async { own_policy() });
         assert_eq!(probation.await.ok(), Some(libc::SCHED_IDLE));
-        let normal = call_threads().spawn(async { own_policy() });
-        assert_eq!(normal.await.ok(), Some(libc::SCHED_OTHER));
+        assert_eq!(own_policy(), libc::SCHED_OTHER);
     }
 }

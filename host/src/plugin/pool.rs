@@ -12,10 +12,6 @@
 //! host's CPU from its neighbours; its records wait, they are not lost. Stopping the connector ([`Pool::stop`]) cuts the pause short and
 //! releases the waiting records for the next version.
 //!
-//! Calls run on the engine's plugin threads ([`crate::engine::call_threads`]),
-//! not on the workers that move records on and off the bus: a plugin busy for
-//! a whole epoch tick then holds only a thread the OS can preempt, and never
-//! the fetches, publishes and acks of the connectors beside it.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -111,7 +107,7 @@ struct Warm {
 }
 
 /// One export call; it owns the instance and its arguments while it runs (so
-/// a timed-out call drops it, and it can move to the plugin threads) and
+/// a timed-out call drops it, and it can move to the probation thread) and
 /// hands the instance back with the result. Boxed so one code path can arm,
 /// time and classify every kind of call.
 type Call<R> = BoxFuture<'static, (Warm, wasmtime::Result<R>)>;
@@ -174,13 +170,9 @@ impl Pool {
     /// Build one instance now, so the first record does not pay for it and a
     /// broken plugin is found before it is put to work.
     pub async fn warm_up(&self) -> Result<(), Fault> {
-        let instances = self.instances.clone();
-        on_plugin_threads(crate::engine::call_threads(), async move {
-            let warm = instances.instantiate().await?;
-            instances.put_back(warm);
-            Ok(())
-        })
-        .await
+        let warm = self.instances.instantiate().await?;
+        self.instances.put_back(warm);
+        Ok(())
     }
 
     /// `transform(input)`.
@@ -256,8 +248,8 @@ impl Pool {
         .await
     }
 
-    /// Lend a warm instance to `call` within the connector's time budget, on
-    /// the plugin threads; keep it if the call returned, drop it if it faulted.
+    /// Lend a warm instance to `call` within the connector's time budget; keep
+    /// it if the call returned, drop it if it faulted.
     async fn run<R: Send + 'static>(
         &self,
         call: impl FnOnce(Warm) -> Call<R> + Send + 'static,
@@ -283,13 +275,13 @@ impl Pool {
             self.unless_stopped(tokio::time::sleep(runaway_pause(strikes)))
                 .await?;
         }
-        let instances = self.instances.clone();
-        let threads = if on_probation.is_some() {
-            crate::engine::probation_thread()
+        let result = if on_probation.is_some() {
+            let instances = self.instances.clone();
+            on_probation_thread(async move { instances.call(call).await }).await
         } else {
-            crate::engine::call_threads()
+            // Right here: a hop to other threads would cost more than most calls.
+            self.instances.call(call).await
         };
-        let result = on_plugin_threads(threads, async move { instances.call(call).await }).await;
         match &result {
             Ok(_) => self.strikes.store(0, Ordering::Relaxed),
             // A call that ran but faulted: its instance is gone.
@@ -321,13 +313,13 @@ impl Pool {
     }
 }
 
-/// Run `work` on `threads` and wait for it here. A panic in host code
-/// during a call (never the plugin's: that is a trap) fails that call alone.
-async fn on_plugin_threads<R: Send + 'static>(
-    threads: tokio::runtime::Handle,
+/// Run `work` on the probation thread and wait for it here. A panic in host
+/// code during a call (never the plugin's: that is a trap) fails that call alone.
+async fn on_probation_thread<R: Send + 'static>(
     work: impl Future<Output = Result<R, Fault>> + Send + 'static,
 ) -> Result<R, Fault> {
-    threads.spawn(work).await.unwrap_or_else(|error| {
+    let task = crate::engine::probation_thread().spawn(work);
+    task.await.unwrap_or_else(|error| {
         Err(Fault {
             kind: FaultKind::Trap,
             message: format!("the plugin call ended abnormally: {error}"),
