@@ -9,9 +9,9 @@
 //! whatever its `limits.concurrency`, each after a pause ([`RUNAWAY_PAUSE`],
 //! doubling up to [`RUNAWAY_PAUSE_MAX`]), on the low-priority probation thread
 //! ([`crate::engine::probation_thread`]). So a runaway plugin cannot take the
-//! host's CPU from its neighbours; its records wait, they are not lost. Stopping the connector ([`Pool::stop`]) cuts the pause short and
-//! releases the waiting records for the next version.
-//!
+//! host's CPU from its neighbours; its records wait, they are not lost.
+//! Stopping the connector ([`Pool::stop`]) cuts the pause short and releases
+//! the waiting records for the next version.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -125,8 +125,8 @@ pub struct Pool {
     stopping: tokio::sync::watch::Sender<bool>,
 }
 
-/// What a call needs on the plugin threads: how to build an instance, the
-/// idle ones, and the connector's limits.
+/// What a call needs wherever it runs: how to build an instance, the idle
+/// ones, and the connector's limits.
 struct Instances {
     pre: World,
     context: Arc<ConnectorContext>,
