@@ -193,8 +193,9 @@ records/s between runs of the same build.
 """
 
 THROUGHPUT_NOTES = """
-Where the JSON flow's ratio is missed: the machine of the 2026-12-01 run was
-about half as fast as the one of 2026-11-25 (the native JSON ceiling 26,500
+Where the JSON flow's ratio is missed: the machine of the 2026-12-01 run (an
+Intel Xeon; that of 2026-11-25 an AMD EPYC, both 2 cores) was about half as
+fast as the one before (the native JSON ceiling 26,500
 against 52,800 records/s, the 50-line X12 call 547 µs against 208 µs), and
 the ratio fell with it from 0.80 to 0.71; the CPU-bound X12 flows held at
 0.95–0.97. `perf record -a` over the throughput section's first 30 s (the
