@@ -301,8 +301,8 @@ fn connector(name: &str, plugin: &str, from: &str, to: &str, extra: &str) -> Str
 fn under_test<T: Send + 'static>(
     work: impl Future<Output = T> + Send + 'static,
 ) -> impl Future<Output = T> {
-    static HOST: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    let runtime = HOST.get_or_init(|| {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    let runtime = RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("under-test")

@@ -267,11 +267,10 @@ impl Pool {
         if self.strikes.load(Ordering::Relaxed) > 0 {
             on_probation = Some(self.unless_stopped(self.probation.lock()).await?);
         }
+        // Read again: a call that returned while this one waited cleared it.
         let strikes = self.strikes.load(Ordering::Relaxed);
-        if strikes == 0 {
-            // A call that returned while this one waited cleared the record.
-            on_probation = None;
-        } else {
+        let on_probation = on_probation.filter(|_| strikes > 0);
+        if on_probation.is_some() {
             self.unless_stopped(tokio::time::sleep(runaway_pause(strikes)))
                 .await?;
         }
