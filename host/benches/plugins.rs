@@ -37,6 +37,8 @@ fn bench(c: &mut Criterion) {
         memory: 64 << 20,
         timeout: Duration::from_secs(5),
         concurrency: 1,
+        outputs: 10_000,
+        output_bytes: 64 << 20,
     };
     let load = |name: &str, config: &[(&str, &str)]| {
         let config: BTreeMap<String, String> = config

@@ -222,7 +222,7 @@ async fn native(url: &str, js: &jetstream::Context, flow: Flow, round: usize) ->
 /// The ceiling's consumer: pull, transform, publish every output with its id,
 /// await the publish acks, ack the input; until `RECORDS` are taken.
 async fn consume_natively(url: String, tag: String, to: String, flow: Flow) {
-    let own = jetstream::new(async_nats::connect(url.as_str()).await.unwrap());
+    let own = plexus_host::bus::Bus::connect(url.as_str()).await.unwrap().js;
     let consumer: consumer::PullConsumer = own
         .create_consumer_on_stream(
             consumer::pull::Config {
@@ -702,8 +702,9 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let binary = find_binary(None).expect("nats-server: run `just setup`");
     let server = EmbeddedNats::start(&binary, &dir.path().join("nats"), None).unwrap();
-    let url = server.url();
-    let client = async_nats::connect(url).await.unwrap();
+    let url = server.client_url();
+    let url = url.as_str();
+    let client = plexus_host::bus::Bus::connect(url).await.unwrap().client;
     let js = jetstream::new(client.clone());
 
     if wanted("throughput") {

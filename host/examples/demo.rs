@@ -61,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
     println!("             edi-canonical (x12)          raw.demo.x12 -> canon.<entity>");
     println!("             three-way-match              canon.> -> exceptions.<code>");
 
-    let js = jetstream::new(async_nats::connect(&url).await?);
+    let js = host.bus().js.clone();
     wait_for(&js, "raw.demo.po", 8).await?;
     wait_drained(&js, "raw.demo.po", "po-router").await?;
     wait_drained(&js, "demo.po.large", "erp-large-orders").await?;

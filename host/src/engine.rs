@@ -71,11 +71,32 @@ pub struct Runtime {
     pub linker: Arc<Linker<PluginState>>,
 }
 
+/// Plugin instances the pool holds at least, whatever the config asks.
+const MIN_INSTANCES: u32 = 1000;
+
 impl Runtime {
-    /// Build the engine and start its epoch ticker.
+    /// Build the engine with the least capacity and start its epoch ticker.
     pub fn new() -> anyhow::Result<Runtime> {
+        Runtime::with_capacity(0)
+    }
+
+    /// Build the engine with room for `instances` plugin instances at once
+    /// (every connector's `limits.concurrency`, added up) twice over — a swap
+    /// runs the old and new versions side by side — and start its epoch
+    /// ticker. The pool is shared by every connector: sized too small, a
+    /// healthy connector could not instantiate.
+    pub fn with_capacity(instances: usize) -> anyhow::Result<Runtime> {
+        let wanted = u32::try_from(instances.saturating_mul(2).saturating_add(100)).unwrap_or(u32::MAX);
+        let components = wanted.max(MIN_INSTANCES);
         let mut pool = PoolingAllocationConfig::new();
-        pool.max_memory_size(MAX_MEMORY);
+        pool.max_memory_size(MAX_MEMORY)
+            .total_component_instances(components)
+            // A component holds a few core instances (the program and WASI
+            // adapter shims) and one or two memories and tables.
+            .total_core_instances(components.saturating_mul(4))
+            .total_memories(components.saturating_mul(2))
+            .total_tables(components.saturating_mul(4))
+            .total_stacks(components);
         let mut config = Config::new();
         config
             .wasm_component_model(true)

@@ -6,16 +6,18 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use tokio::sync::watch;
 
-use crate::bus::Bus;
+use crate::bus::{self, Bus};
 use crate::bus::embedded::{self, EmbeddedNats};
 use crate::config::{Config, ConfigError};
 use crate::connector::{Inbound, Running, Shared};
 use crate::control::reconcile;
 use crate::engine::Runtime;
 use crate::observe::status::{self, Roster};
-use crate::observe::{Metrics, http};
+use crate::admin;
+use crate::observe::Metrics;
 use crate::plugin::{LoadError, Plugin};
 
 /// Why a host could not start (or a reload was refused).
@@ -69,8 +71,36 @@ pub struct Host {
     http_addr: SocketAddr,
     http_task: tokio::task::JoinHandle<()>,
     http_stop: watch::Sender<bool>,
+    /// Writes the audit log; finished before the bus stops.
+    audit_writer: Option<crate::observe::audit::Writer>,
     // Dropped last: connectors drain into it.
     embedded: Option<EmbeddedNats>,
+    /// Held while the host runs: one host per `data_dir`.
+    _lock: std::fs::File,
+}
+
+/// Take `data_dir` for this host, or say which host has it.
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, HostError> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create [host].data_dir {}", data_dir.display()))?;
+    let path = data_dir.join("host.lock");
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(HostError::Usage(format!(
+            "[host].data_dir {} is in use by another plexus host (lock {}); stop that host first, or give this one its own data_dir",
+            data_dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(anyhow::anyhow!("cannot lock {}: {e}", path.display()).into())
+        }
+    }
 }
 
 /// Load (compile or fetch from cache) and world-check every connector's plugin,
@@ -101,30 +131,56 @@ impl Host {
     /// Check every plugin, start or connect the bus, serve `/metrics`, start
     /// every connector. Nothing is left running if any step fails.
     pub async fn start(config: Config) -> Result<Host, HostError> {
-        let runtime = Runtime::new()?;
+        let tokens = Arc::new(
+            admin::Tokens::open(&config.tokens)
+                .map_err(|e| HostError::Usage(format!("{}: [host].tokens: {e:#}", config.file.display())))?,
+        );
+        admin::check_exposure(&config.http, &tokens, &config.tokens)
+            .map_err(|e| HostError::Usage(format!("{}: {e}", config.file.display())))?;
+        let lock = lock_data_dir(&config.data_dir)?;
+        let instances = config.connectors.iter().map(|c| c.limits.concurrency).sum();
+        let runtime = Runtime::with_capacity(instances)?;
         let plugins = load_plugins(&runtime, &config).await?;
 
-        let (bus, embedded) = match &config.bus_url {
-            Some(url) => (Bus::connect(url).await?, None),
+        let limits = bus::Limits::of(&config.bus);
+        let (bus, embedded) = match &config.bus.url {
+            Some(url) => {
+                let auth = bus::Auth::from_config(&config.bus, config.secrets_file.as_deref())
+                    .map_err(|e| HostError::Usage(format!("{}: {e:#}", config.file.display())))?;
+                let bus = Bus::connect_with(url, &auth, config.bus.tls.as_ref(), limits).await?;
+                (bus, None)
+            }
             None => {
-                let binary = embedded::find_binary(config.nats_server.as_deref())?;
-                let server = EmbeddedNats::start(&binary, &config.data_dir.join("nats"), None)?;
+                let binary = embedded::find_binary(config.bus.nats_server.as_deref())?;
+                let server = EmbeddedNats::start(&binary, &config.data_dir.join("nats"), None)
+                    .map_err(|e| match e.downcast::<embedded::InUse>() {
+                        Ok(in_use) => HostError::Usage(in_use.to_string()),
+                        Err(e) => HostError::Runtime(e),
+                    })?;
                 tracing::info!(url = server.url(), "Embedded bus started.");
-                (Bus::connect(server.url()).await?, Some(server))
+                (Bus::connect_with(server.url(), &server.auth(), None, limits).await?, Some(server))
             }
         };
 
         let metrics = Arc::new(Metrics::default());
+        let (audit, audit_writer) = crate::observe::Audit::start(
+            bus.js.clone(),
+            &crate::observe::audit::writer_name(&config.data_dir),
+            Some(metrics.clone()),
+        )
+        .await?;
         let inbound = Arc::new(Inbound::default());
         let roster = Arc::new(Roster::default());
         let (http_stop, stopped) = watch::channel(false);
-        let admin = http::Admin {
+        let admin = admin::Admin {
             metrics: metrics.clone(),
             inbound: inbound.clone(),
             roster: roster.clone(),
             js: bus.js.clone(),
+            tokens,
+            audit: audit.clone(),
         };
-        let (http_addr, http_task) = http::serve(&config.http, admin, stopped).await?;
+        let (http_addr, http_task) = admin::serve(&config.http, admin, stopped).await?;
         tracing::info!(address = %http_addr, "Serving /metrics.");
         // For `plexus ls` and `plexus status` beside this host; best effort.
         let address_file = status::address_file(&config.data_dir);
@@ -139,6 +195,7 @@ impl Host {
             metrics,
             inbound,
             secrets_file: config.secrets_file.clone(),
+            audit,
         };
         let mut host = Host {
             runtime,
@@ -150,6 +207,8 @@ impl Host {
             http_task,
             http_stop,
             embedded,
+            audit_writer: Some(audit_writer),
+            _lock: lock,
         };
         let started = reconcile::apply(&mut host.connectors, &config, plugins, &host.shared).await;
         host.shared.metrics.set_connectors(host.connectors.len());
@@ -165,7 +224,7 @@ impl Host {
     /// ones to a new instance pool. Untouched connectors keep running. A config
     /// that fails validation or plugin loading changes nothing.
     pub async fn reload(&mut self, config: Config) -> Result<reconcile::Changes, HostError> {
-        if config.bus_url != self.config.bus_url
+        if config.bus != self.config.bus
             || config.data_dir != self.config.data_dir
             || config.http != self.config.http
         {
@@ -175,6 +234,9 @@ impl Host {
             Ok(plugins) => plugins,
             Err(error) => {
                 self.shared.metrics.reload(false);
+                self.shared
+                    .audit
+                    .record("reload", "host", &format!("refused: {error}"));
                 return Err(error);
             }
         };
@@ -182,6 +244,14 @@ impl Host {
         self.shared.metrics.set_connectors(self.connectors.len());
         self.roster.publish(self.connectors.values());
         self.shared.metrics.reload(result.is_ok());
+        let detail = match &result {
+            Ok(changes) => format!(
+                "applied: added {:?}, swapped {:?}, removed {:?}",
+                changes.added, changes.swapped, changes.removed
+            ),
+            Err(error) => format!("refused: {error:#}"),
+        };
+        self.shared.audit.record("reload", "host", &detail);
         self.config = config;
         Ok(result?)
     }
@@ -191,9 +261,22 @@ impl Host {
         self.http_addr
     }
 
+    /// Record a refused reload (a config that did not validate) in the audit log.
+    pub fn reload_refused(&self, reason: &str) {
+        self.shared.metrics.reload(false);
+        self.shared
+            .audit
+            .record("reload", "host", &format!("refused: {reason}"));
+    }
+
     /// The host's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.shared.metrics
+    }
+
+    /// The host's connection to the bus.
+    pub fn bus(&self) -> &Bus {
+        &self.shared.bus
     }
 
     /// The embedded bus's URL, when this host started one.
@@ -216,6 +299,9 @@ impl Host {
         }
         let _ = self.http_stop.send(true);
         let _ = (&mut self.http_task).await;
+        if let Some(writer) = self.audit_writer.take() {
+            writer.finish().await;
+        }
         let _ = std::fs::remove_file(status::address_file(&self.config.data_dir));
         tracing::info!("Host stopped.");
     }

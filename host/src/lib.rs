@@ -4,6 +4,7 @@
 //! runtime in-process. See `ARCHITECTURE.md` for how a record moves through
 //! these modules.
 
+pub mod admin;
 mod bindings;
 pub mod bus;
 pub mod capability;
@@ -16,3 +17,4 @@ pub mod engine;
 pub mod host;
 pub mod observe;
 pub mod plugin;
+pub mod tls;

@@ -145,6 +145,8 @@ fn limits() -> Limits {
         memory: 64 << 20,
         timeout: Duration::from_secs(10),
         concurrency: 1,
+        outputs: 10_000,
+        output_bytes: 64 << 20,
     }
 }
 

@@ -13,17 +13,9 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 
 use crate::support::*;
-
-/// Serve `app` on a free loopback port for the rest of the test.
-fn connector(name: &str, kind: &str, plugin_name: &str, body: &str) -> String {
-    format!(
-        "[[connector]]\nname = \"{name}\"\nkind = \"{kind}\"\nplugin = \"{}\"\n{body}\n",
-        plugin(plugin_name).display()
-    )
-}
 
 // ---------------------------------------------------------------- FHIR polling
 
@@ -590,45 +582,6 @@ async fn file_drops_are_taken_once_and_never_while_being_written() {
 
 // ---------------------------------------------------------------- inbound
 
-const HL7: &str = "MSH|^~\\&|MMS|STMARYS|ERP|HQ|20260522083000||OMS^O05^OMS_O05|REQ-1|P|2.5\rORC|NW|REQ-1\rRQD|1|4471^Gauze||10|BX\r";
-
-fn framed(message: &str) -> Vec<u8> {
-    let mut out = vec![0x0b];
-    out.extend_from_slice(message.as_bytes());
-    out.extend_from_slice(&[0x1c, 0x0d]);
-    out
-}
-
-async fn read_ack(stream: &mut tokio::net::TcpStream) -> String {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    let read = async {
-        loop {
-            stream.read_exact(&mut byte).await.unwrap();
-            buf.push(byte[0]);
-            if buf.ends_with(&[0x1c, 0x0d]) {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(PATIENCE, read)
-        .await
-        .expect("an ACK arrives");
-    let text = String::from_utf8(buf).unwrap();
-    text.split('\r')
-        .find(|s| s.starts_with("MSA"))
-        .unwrap()
-        .to_owned()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mllp_senders_get_aa_only_for_stored_messages_and_the_listener_survives_bad_traffic() {
     let mut bus = TestBus::start().await;
@@ -736,19 +689,3 @@ async fn http_ingest_answers_202_only_once_stored() {
     host.shutdown().await;
 }
 
-async fn http_post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}

@@ -97,8 +97,17 @@ async fn the_embedded_bus_lives_and_dies_with_the_host() {
         "{line}"
     );
 
-    let client = async_nats::connect(&url).await.unwrap();
-    let js = async_nats::jetstream::new(client.clone());
+    let store = dir.path().join("data/nats");
+    assert!(
+        async_nats::connect(&url).await.is_err(),
+        "the embedded bus refuses a client without its credentials"
+    );
+    let auth = plexus_host::bus::embedded::stored_auth(&store).expect("credentials kept in the store");
+    let bus = plexus_host::bus::Bus::connect_with(&url, &auth, None, Default::default())
+        .await
+        .unwrap();
+    let client = bus.client.clone();
+    let js = bus.js.clone();
     js.publish("in.local", "hello".into())
         .await
         .unwrap()
@@ -121,11 +130,15 @@ async fn the_embedded_bus_lives_and_dies_with_the_host() {
     assert_eq!(msg.payload, "hello".as_bytes());
     assert!(out.info().await.is_ok());
     drop(client);
+    drop(js);
+    drop(bus);
 
     host.signal("TERM");
     assert!(host.child.wait().unwrap().success());
     assert!(
-        async_nats::connect(&url).await.is_err(),
+        plexus_host::bus::Bus::connect_with(&url, &auth, None, Default::default())
+            .await
+            .is_err(),
         "the embedded nats-server stopped with the host"
     );
     assert!(

@@ -6,15 +6,21 @@
 
 mod support;
 
+mod admin;
+mod audit;
 mod boundary;
+mod bus_auth;
 mod config_errors;
 mod connectors;
 mod contracts;
 mod dead_letters;
 mod delivery;
+mod edges;
 mod faults;
+mod flow;
 mod formats;
 mod lifecycle;
+mod listeners;
 mod matching;
 mod plugins;
 mod reload;

@@ -2,6 +2,8 @@
 //! wasm32-wasip2, hosts in-process or as the `plexus` binary.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -71,6 +73,8 @@ pub struct TestBus {
     pub server: EmbeddedNats,
     pub dir: tempfile::TempDir,
     pub js: jetstream::Context,
+    /// The server's URL with its credentials, as a config's `[bus].url`.
+    url: String,
 }
 
 impl TestBus {
@@ -78,13 +82,18 @@ impl TestBus {
         let dir = tempfile::tempdir().expect("tempdir");
         let server = EmbeddedNats::start(&nats_server_binary(), &dir.path().join("nats"), None)
             .expect("nats-server starts");
-        let client = async_nats::connect(server.url()).await.expect("connect");
-        let js = jetstream::new(client.clone());
-        TestBus { server, dir, js }
+        let url = server.client_url();
+        let js = plexus_host::bus::Bus::connect(&url).await.expect("connect").js;
+        TestBus {
+            server,
+            dir,
+            js,
+            url,
+        }
     }
 
     pub fn url(&self) -> &str {
-        self.server.url()
+        &self.url
     }
 
     /// Create a stream capturing `subject` (as an upstream system would).
@@ -196,6 +205,36 @@ impl TestBus {
             .map(|m| header(m, "Plexus-Source").unwrap())
             .collect();
         assert_eq!(sources.len() as u64, n, "every source record once");
+    }
+
+    /// Call `f` with the payload of every message stored under `subject`, in
+    /// stream order, without holding them all; returns how many there were.
+    pub async fn for_each_payload(&self, subject: &str, mut f: impl FnMut(&[u8])) -> u64 {
+        let expected = self.count(subject).await;
+        let name = self.js.stream_by_subject(subject).await.expect("stream");
+        let stream = self.js.get_stream(name).await.expect("stream");
+        let reader = stream
+            .create_consumer(consumer::pull::Config {
+                filter_subject: subject.to_owned(),
+                ack_policy: consumer::AckPolicy::None,
+                ..Default::default()
+            })
+            .await
+            .expect("reader");
+        let mut seen = 0;
+        while seen < expected {
+            let mut batch = reader
+                .fetch()
+                .max_messages(((expected - seen) as usize).min(10_000))
+                .messages()
+                .await
+                .expect("fetch");
+            while let Some(msg) = batch.next().await {
+                f(&msg.expect("message").payload);
+                seen += 1;
+            }
+        }
+        seen
     }
 
     /// Every message stored under `subject`, in stream order.
@@ -407,4 +446,161 @@ pub async fn serve(app: axum::Router) -> std::net::SocketAddr {
     let addr = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
     addr
+}
+
+// ---------------------------------------------------------------- connectors and listeners
+
+/// A `[[connector]]` block running the reference plugin `plugin_name`.
+pub fn connector(name: &str, kind: &str, plugin_name: &str, body: &str) -> String {
+    format!(
+        "[[connector]]\nname = \"{name}\"\nkind = \"{kind}\"\nplugin = \"{}\"\n{body}\n",
+        plugin(plugin_name).display()
+    )
+}
+
+/// An HL7 v2 order from MMS at STMARYS, control id REQ-1.
+pub const HL7: &str = "MSH|^~\\&|MMS|STMARYS|ERP|HQ|20260522083000||OMS^O05^OMS_O05|REQ-1|P|2.5\rORC|NW|REQ-1\rRQD|1|4471^Gauze||10|BX\r";
+
+/// `message` in MLLP framing.
+pub fn framed(message: &str) -> Vec<u8> {
+    let mut out = vec![0x0b];
+    out.extend_from_slice(message.as_bytes());
+    out.extend_from_slice(&[0x1c, 0x0d]);
+    out
+}
+
+/// Read one framed ACK and return its MSA segment.
+pub async fn read_ack<S: AsyncRead + Unpin>(stream: &mut S) -> String {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    let read = async {
+        loop {
+            stream.read_exact(&mut byte).await.unwrap();
+            buf.push(byte[0]);
+            if buf.ends_with(&[0x1c, 0x0d]) {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("an ACK arrives");
+    let text = String::from_utf8(buf).unwrap();
+    text.split('\r')
+        .find(|s| s.starts_with("MSA"))
+        .unwrap()
+        .to_owned()
+}
+
+/// A loopback port free right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// POST `body` to `path`; the status and body of the answer.
+pub async fn http_post(addr: std::net::SocketAddr, path: &str, body: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+// ---------------------------------------------------------------- certificates
+
+/// A test CA with a server certificate (localhost, 127.0.0.1) and a client
+/// certificate, as PEM files in `dir`; a second CA's client certificate
+/// stands for a stranger.
+pub struct TestPki {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub stranger_cert: PathBuf,
+    pub stranger_key: PathBuf,
+}
+
+impl TestPki {
+    pub fn generate(dir: &Path) -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        std::fs::create_dir_all(dir).unwrap();
+        let write = |name: &str, text: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let authority = |name: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            let cert = params.self_signed(&key).unwrap();
+            (cert, Issuer::new(params, key))
+        };
+        let (ca_cert, ca) = authority("Plexus test CA");
+        let (_, other_ca) = authority("Someone else's CA");
+        let leaf = |names: Vec<String>, issuer: &Issuer<'_, KeyPair>| {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(names)
+                .unwrap()
+                .signed_by(&key, issuer)
+                .unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) =
+            leaf(vec!["localhost".into(), "127.0.0.1".into()], &ca);
+        let (client_cert, client_key) = leaf(vec!["lab-a.example".into()], &ca);
+        let (stranger_cert, stranger_key) = leaf(vec!["stranger.example".into()], &other_ca);
+        TestPki {
+            ca: write("ca.pem", ca_cert.pem()),
+            server_cert: write("server.pem", server_cert),
+            server_key: write("server.key", server_key),
+            client_cert: write("client.pem", client_cert),
+            client_key: write("client.key", client_key),
+            stranger_cert: write("stranger.pem", stranger_cert),
+            stranger_key: write("stranger.key", stranger_key),
+        }
+    }
+
+    /// A TLS client trusting the test CA, presenting `identity` (cert, key) if given.
+    pub fn client(&self, identity: Option<(&Path, &Path)>) -> tokio_rustls::TlsConnector {
+        use rustls_pki_types::pem::PemObject as _;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio_rustls::rustls;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_file(&self.ca).unwrap())
+            .unwrap();
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match identity {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(
+                    vec![CertificateDer::from_pem_file(cert).unwrap()],
+                    PrivateKeyDer::from_pem_file(key).unwrap(),
+                )
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    }
 }

@@ -8,6 +8,11 @@
 //! nothing downstream. `Plexus-Replay-For` keeps every other consumer of that
 //! subject from processing it a second time. The dead letter is deleted only
 //! once the replayed record is stored.
+//!
+//! A record too large to carry its dead-letter headers within the bus's
+//! message size keeps its body in the object store
+//! [`BODIES`] and the dead letter names it in `Plexus-Body`; replaying
+//! reads it back, so nothing is lost for being near the limit.
 
 use anyhow::{Context as _, bail};
 use async_nats::HeaderMap;
@@ -17,6 +22,65 @@ use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::{self, message::PublishMessage};
 
 use super::headers;
+
+/// The object store holding the bodies of dead letters too large to carry them.
+pub const BODIES: &str = "plexus-dead-letter-bodies";
+
+/// Store a dead letter on `subject` and wait until it is stored. A body that
+/// does not fit beside the headers goes to [`BODIES`] under the dead
+/// letter's id, and the dead letter carries its name instead.
+pub async fn write(
+    js: &jetstream::Context,
+    subject: &str,
+    mut headers: HeaderMap,
+    payload: bytes::Bytes,
+) -> anyhow::Result<()> {
+    use async_nats::jetstream::context::PublishErrorKind;
+    let publish = PublishMessage::build()
+        .payload(payload.clone())
+        .headers(headers.clone());
+    match js.send_publish(subject.to_owned(), publish).await {
+        Ok(ack) => {
+            ack.await
+                .with_context(|| format!("{subject} did not store the dead letter"))?;
+            return Ok(());
+        }
+        Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {}
+        Err(e) => return Err(anyhow::anyhow!("cannot publish to {subject}: {e}")),
+    }
+    let name = headers
+        .get(headers::MSG_ID)
+        .map_or_else(|| format!("body-{}", headers::trace_id(subject)), |id| id.as_str().to_owned());
+    let store = bodies(js).await?;
+    store
+        .put(name.as_str(), &mut payload.as_ref())
+        .await
+        .with_context(|| format!("cannot keep the dead letter's body in {BODIES}"))?;
+    headers.insert(headers::BODY, name.as_str());
+    let publish = PublishMessage::build()
+        .payload(bytes::Bytes::new())
+        .headers(headers);
+    js.send_publish(subject.to_owned(), publish)
+        .await
+        .with_context(|| format!("cannot publish to {subject}"))?
+        .await
+        .with_context(|| format!("{subject} did not store the dead letter"))?;
+    Ok(())
+}
+
+async fn bodies(js: &jetstream::Context) -> anyhow::Result<jetstream::object_store::ObjectStore> {
+    match js.get_object_store(BODIES).await {
+        Ok(store) => Ok(store),
+        Err(_) => js
+            .create_object_store(jetstream::object_store::Config {
+                bucket: BODIES.to_owned(),
+                description: Some("Bodies of dead letters too large to carry them".into()),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("cannot create the object store {BODIES}")),
+    }
+}
 
 /// One dead-lettered record.
 pub struct DeadLetter {
@@ -128,8 +192,22 @@ impl DeadLetters {
                 headers::ORIGINAL_SUBJECT
             );
         }
+        let payload = match letter.message.headers.get(headers::BODY) {
+            None => letter.message.payload.clone(),
+            Some(name) => {
+                use tokio::io::AsyncReadExt as _;
+                let mut object = bodies(&self.js)
+                    .await?
+                    .get(name.as_str())
+                    .await
+                    .with_context(|| format!("cannot read the body {name} of dead letter {}", letter.sequence))?;
+                let mut body = Vec::new();
+                object.read_to_end(&mut body).await?;
+                body.into()
+            }
+        };
         let publish = PublishMessage::build()
-            .payload(letter.message.payload.clone())
+            .payload(payload)
             .headers(replay_headers(letter, stream_name));
         let stored = self
             .js
@@ -169,6 +247,7 @@ fn replay_headers(letter: &DeadLetter, stream: &str) -> HeaderMap {
             headers::ORIGINAL_SUBJECT,
             headers::CONNECTOR,
             headers::REPLAY_FOR,
+            headers::BODY,
         ]
         .iter()
         .any(|own| own.eq_ignore_ascii_case(name));

@@ -30,6 +30,9 @@ pub const IDENTITY: &str = "Plexus-Identity";
 /// On a replayed record: the one connector that is to process it; others
 /// consuming the same subject ack it unseen.
 pub const REPLAY_FOR: &str = "Plexus-Replay-For";
+/// On a dead letter whose body did not fit beside its headers: the object
+/// in the dead-letter body store that holds it.
+pub const BODY: &str = "Plexus-Body";
 /// MIME type of the payload.
 pub const CONTENT_TYPE: &str = "Content-Type";
 

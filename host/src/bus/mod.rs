@@ -1,25 +1,104 @@
-//! The NATS JetStream side of the host: connecting, streams, consumers,
-//! publishing with idempotency ids, and dead letters (`dead_letters.rs`:
-//! listing and replaying them).
+//! The NATS JetStream side of the host: connecting (with credentials and
+//! TLS), streams and kv buckets with limits, consumers, and dead letters
+//! (`dead_letters.rs`: writing, listing and replaying them).
 
 pub mod dead_letters;
 pub mod embedded;
 pub mod headers;
 
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use async_nats::jetstream::{self, consumer, kv, stream};
 
-use crate::config::ConnectorSpec;
-
-/// How long JetStream remembers a `Nats-Msg-Id`. A record re-published within
-/// this window after a crash is dropped as a duplicate.
-pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+use crate::config::{BusConfig, ConnectorSpec};
 
 /// The durable consumer of connector `name`.
 pub fn consumer_name(name: &str) -> String {
     format!("plexus-{name}")
+}
+
+/// How the host proves who it is to the bus.
+#[derive(Clone, Default)]
+pub enum Auth {
+    /// No credentials.
+    #[default]
+    None,
+    /// A NATS credentials file (JWT and nkey seed).
+    Creds(std::path::PathBuf),
+    /// An nkey seed.
+    Nkey(String),
+    /// User and password.
+    UserPassword(String, String),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Auth::None => "none",
+            Auth::Creds(_) => "creds file",
+            Auth::Nkey(_) => "nkey",
+            Auth::UserPassword(..) => "user and password",
+        })
+    }
+}
+
+impl Auth {
+    /// The credentials `[bus]` names, with secrets resolved from the
+    /// environment or `secrets_file`.
+    pub fn from_config(bus: &BusConfig, secrets_file: Option<&Path>) -> anyhow::Result<Auth> {
+        let secret = |name: &str, key: &str| -> anyhow::Result<String> {
+            crate::capability::resolve_secrets(&[name.to_owned()], secrets_file)?
+                .remove(name)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "[bus].{key} names the secret {name:?}, which has no value (set PLEXUS_SECRET_{} or put it in [host].secrets_file)",
+                        name.to_ascii_uppercase().replace('-', "_")
+                    )
+                })
+        };
+        Ok(match (&bus.creds, &bus.nkey, &bus.user, &bus.password) {
+            (Some(creds), ..) => Auth::Creds(creds.clone()),
+            (None, Some(nkey), ..) => Auth::Nkey(secret(nkey, "nkey")?),
+            (None, None, Some(user), Some(password)) => {
+                Auth::UserPassword(user.clone(), secret(password, "password")?)
+            }
+            _ => Auth::None,
+        })
+    }
+}
+
+/// What the host creates on the bus, and their limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// JetStream's duplicate window on created streams, and the least an
+    /// existing stream the host publishes to must have.
+    pub duplicate_window: Duration,
+    /// Size limit of a created stream.
+    pub stream_max_bytes: i64,
+    /// Age limit of a created stream.
+    pub stream_max_age: Duration,
+    /// Size limit of a created kv bucket.
+    pub bucket_max_bytes: i64,
+}
+
+impl Limits {
+    /// The limits `[bus]` sets.
+    pub fn of(bus: &BusConfig) -> Limits {
+        Limits {
+            duplicate_window: bus.duplicate_window,
+            stream_max_bytes: i64::try_from(bus.stream_max_bytes).unwrap_or(i64::MAX),
+            stream_max_age: bus.stream_max_age,
+            bucket_max_bytes: i64::try_from(bus.bucket_max_bytes).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::of(&BusConfig::default())
+    }
 }
 
 /// A connection to the bus.
@@ -29,26 +108,123 @@ pub struct Bus {
     pub client: async_nats::Client,
     /// JetStream context on it.
     pub js: jetstream::Context,
+    /// Limits of what the host creates.
+    pub limits: Limits,
+}
+
+/// `url` with any user name and password replaced, for messages.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| match (one.find("://"), one.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}://[redacted]@{}", &one[..scheme], &one[at + 1..])
+            }
+            (None, Some(at)) => format!("[redacted]@{}", &one[at + 1..]),
+            _ => one.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `url` without `user:password@` in each of its servers, and the first
+/// user and password found.
+fn split_user_password(url: &str) -> (String, Option<(String, String)>) {
+    let mut found = None;
+    let servers: Vec<String> = url
+        .split(',')
+        .map(|one| match (one.find("://"), one.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                let userinfo = &one[scheme + 3..at];
+                if found.is_none() {
+                    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                    found = Some((user.to_owned(), password.to_owned()));
+                }
+                format!("{}{}", &one[..scheme + 3], &one[at + 1..])
+            }
+            _ => one.to_owned(),
+        })
+        .collect();
+    (servers.join(","), found)
 }
 
 impl Bus {
-    /// Connect to `url`; the client reconnects by itself after losing the server.
+    /// Connect to `url` with no credentials (but any in the URL) and default limits.
     pub async fn connect(url: &str) -> anyhow::Result<Bus> {
-        let client = async_nats::ConnectOptions::new()
+        Bus::connect_with(url, &Auth::None, None, Limits::default()).await
+    }
+
+    /// Connect to `url` as `auth`, over TLS when `tls` is set or the URL is
+    /// `tls://`; the client reconnects by itself after losing the server.
+    /// Errors never show a password, in the URL or elsewhere.
+    pub async fn connect_with(
+        url: &str,
+        auth: &Auth,
+        tls: Option<&crate::config::BusTls>,
+        limits: Limits,
+    ) -> anyhow::Result<Bus> {
+        let shown = redact_url(url);
+        // The client ignores a user and password in the URL; take them out
+        // and hand them over the way it listens.
+        let (url, from_url) = split_user_password(url);
+        let url = url.as_str();
+        let auth = match (auth, from_url) {
+            (Auth::None, Some((user, password))) => &Auth::UserPassword(user, password),
+            (auth, _) => auth,
+        };
+        let mut options = async_nats::ConnectOptions::new()
             .name("plexus")
-            .connect(url)
-            .await
-            .with_context(|| format!("cannot connect to the bus at {url}"))?;
-        let js = jetstream::new(client.clone());
-        Ok(Bus { client, js })
+            .connection_timeout(Duration::from_secs(10));
+        options = match auth {
+            Auth::None => options,
+            Auth::Creds(file) => options.credentials_file(file).await.with_context(|| {
+                format!("cannot read the bus credentials file {}", file.display())
+            })?,
+            Auth::Nkey(seed) => options.nkey(seed.clone()),
+            Auth::UserPassword(user, password) => {
+                options.user_and_password(user.clone(), password.clone())
+            }
+        };
+        if let Some(tls) = tls {
+            options = options.require_tls(true);
+            if let Some(ca) = &tls.ca {
+                options = options.add_root_certificates(ca.clone());
+            }
+            if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+                options = options.add_client_certificate(cert.clone(), key.clone());
+            }
+        }
+        let client = options.connect(url).await.map_err(|e| {
+            let reason = match e.kind() {
+                async_nats::ConnectErrorKind::AuthorizationViolation => format!(
+                    "the server refused the host's credentials ({auth:?}): check [bus] and the secrets it names"
+                ),
+                async_nats::ConnectErrorKind::Tls => format!("TLS failed: {e}"),
+                _ => e.to_string(),
+            };
+            // A password given in the URL must not come back in the reason.
+            anyhow::anyhow!(
+                "cannot connect to the bus at {shown}: {}",
+                redact_url(&reason).replace(url, &shown)
+            )
+        })?;
+        let js = jetstream::context::ContextBuilder::new()
+            .max_ack_inflight(crate::connector::CLIENT_ACK_BUDGET)
+            .build(client.clone());
+        Ok(Bus { client, js, limits })
     }
 
     /// Make sure some stream captures `subject`, creating one if none does.
     /// With `children`, the new stream also captures `<subject>.>` (where
-    /// transforms publish routed records). Returns the stream's name.
+    /// transforms publish routed records). An existing stream the host
+    /// publishes to must remember message ids at least as long as
+    /// `[bus].duplicate_window`: the host's own streams are raised to it,
+    /// others refused. Returns the stream's name.
     pub async fn ensure_stream(&self, subject: &str, children: bool) -> anyhow::Result<String> {
         match self.js.stream_by_subject(subject).await {
-            Ok(name) => return Ok(name),
+            Ok(name) => {
+                self.check_window(&name).await?;
+                return Ok(name);
+            }
             Err(e) if e.kind() == jetstream::context::GetStreamByNameErrorKind::NotFound => {}
             Err(e) => {
                 return Err(anyhow::anyhow!(
@@ -66,12 +242,48 @@ impl Bus {
                 name: name.clone(),
                 subjects,
                 storage: stream::StorageType::File,
-                duplicate_window: DUPLICATE_WINDOW,
+                duplicate_window: self.limits.duplicate_window,
+                max_bytes: self.limits.stream_max_bytes,
+                max_age: self.limits.stream_max_age,
+                // A full stream refuses new records (their senders retry)
+                // rather than dropping old ones nobody has consumed.
+                discard: stream::DiscardPolicy::New,
                 ..Default::default()
             })
             .await
             .with_context(|| format!("cannot create stream {name} for {subject}"))?;
         Ok(name)
+    }
+
+    async fn check_window(&self, name: &str) -> anyhow::Result<()> {
+        let mut stream = self
+            .js
+            .get_stream(name)
+            .await
+            .with_context(|| format!("cannot read stream {name}"))?;
+        let mut config = stream
+            .info()
+            .await
+            .with_context(|| format!("cannot read stream {name}"))?
+            .config
+            .clone();
+        let wanted = self.limits.duplicate_window;
+        if config.duplicate_window >= wanted {
+            return Ok(());
+        }
+        if !name.starts_with("PLEXUS_") {
+            bail!(
+                "stream {name} remembers message ids for {}, less than [bus].duplicate_window ({}): a record redelivered after that could be stored twice. Raise the stream's duplicate window or lower the setting",
+                humantime::format_duration(config.duplicate_window),
+                humantime::format_duration(wanted)
+            );
+        }
+        config.duplicate_window = wanted;
+        self.js
+            .update_stream(config)
+            .await
+            .with_context(|| format!("cannot raise the duplicate window of stream {name}"))?;
+        Ok(())
     }
 
     /// The durable pull consumer of a transform or sink, created or updated to
@@ -121,6 +333,7 @@ impl Bus {
                 .create_key_value(kv::Config {
                     bucket: bucket.to_owned(),
                     history: 1,
+                    max_bytes: self.limits.bucket_max_bytes,
                     ..Default::default()
                 })
                 .await
@@ -129,8 +342,11 @@ impl Bus {
     }
 }
 
-/// A stream name for a subject: names cannot hold `.`, `*`, `>` or spaces.
+/// A stream name for a subject: names cannot hold `.`, `*`, `>` or spaces,
+/// so those become `_`, `any` and `all`; a digest of the subject keeps two
+/// subjects that read alike (`feed.x`, `feed_x`) on streams of their own.
 fn stream_name(subject: &str) -> String {
+    use sha2::Digest as _;
     let body: String = subject
         .split('.')
         .map(|t| match t {
@@ -140,17 +356,50 @@ fn stream_name(subject: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("_");
-    format!("PLEXUS_{body}")
+    let digest = sha2::Sha256::digest(subject.as_bytes());
+    let tag: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("PLEXUS_{body}_{tag}")
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn stream_names_avoid_reserved_characters() {
-        assert_eq!(
-            super::stream_name("raw.st-marys.>"),
-            "PLEXUS_raw_st-marys_all"
+    fn stream_names_avoid_reserved_characters_and_each_other() {
+        let name = stream_name("raw.st-marys.>");
+        assert!(name.starts_with("PLEXUS_raw_st-marys_all_"), "{name}");
+        assert!(stream_name("a.*.b").starts_with("PLEXUS_a_any_b_"));
+        assert_ne!(stream_name("feed.x"), stream_name("feed_x"));
+        assert!(
+            stream_name("feed.x")
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         );
-        assert_eq!(super::stream_name("a.*.b"), "PLEXUS_a_any_b");
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_taken_out() {
+        assert_eq!(
+            split_user_password("nats://plexus:pw@127.0.0.1:4222"),
+            (
+                "nats://127.0.0.1:4222".to_owned(),
+                Some(("plexus".to_owned(), "pw".to_owned()))
+            )
+        );
+        assert_eq!(split_user_password("nats://h:1").1, None);
+    }
+
+    #[test]
+    fn urls_lose_their_passwords() {
+        assert_eq!(
+            redact_url("nats://plexus:s3cret@10.0.0.1:4222"),
+            "nats://[redacted]@10.0.0.1:4222"
+        );
+        assert_eq!(
+            redact_url("nats://a:b@h1:4222,tls://h2:4222"),
+            "nats://[redacted]@h1:4222,tls://h2:4222"
+        );
+        assert_eq!(redact_url("nats://h:4222"), "nats://h:4222");
     }
 }

@@ -13,7 +13,7 @@ mod secrets;
 
 pub use http::Origin;
 pub use kv::bucket_name as kv_bucket_name;
-pub use secrets::redact;
+pub use secrets::{redact, resolve as resolve_secrets};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +26,7 @@ use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::bindings;
 use crate::config::ConnectorSpec;
-use crate::observe::Metrics;
+use crate::observe::{Audit, Metrics};
 
 /// What a connector was granted, parsed.
 #[derive(Debug, Default)]
@@ -55,6 +55,8 @@ pub struct ConnectorContext {
     pub secrets: BTreeMap<String, String>,
     /// Where refusals are counted.
     pub metrics: Arc<Metrics>,
+    /// Where refusals are recorded.
+    pub audit: Audit,
 }
 
 impl ConnectorContext {
@@ -64,6 +66,7 @@ impl ConnectorContext {
         kv: Option<async_nats::jetstream::kv::Store>,
         secrets_file: Option<&Path>,
         metrics: Arc<Metrics>,
+        audit: Audit,
     ) -> anyhow::Result<Self> {
         let http = spec
             .grants
@@ -101,6 +104,7 @@ impl ConnectorContext {
             },
             secrets,
             metrics,
+            audit,
         })
     }
 
@@ -109,6 +113,8 @@ impl ConnectorContext {
         let what = redact(&self.secrets, what);
         tracing::warn!(connector = %self.name, capability, request = %what, "Capability denied.");
         self.metrics.denied(&self.name, capability);
+        self.audit
+            .record("capability_denied", &self.name, &format!("{capability}: {what}"));
     }
 }
 

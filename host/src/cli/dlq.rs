@@ -4,10 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::anyhow;
-
 use crate::bus::dead_letters::DeadLetters;
-use crate::bus::{Bus, embedded};
 use crate::config::{Config, ConnectorSpec};
 use crate::host::HostError;
 
@@ -15,7 +12,7 @@ use crate::host::HostError;
 pub(super) async fn list(file: &Path, connector: Option<&str>) -> Result<(), HostError> {
     let config = Config::load(file)?;
     let chosen = chosen(&config, connector)?;
-    let bus = connect(&config).await?;
+    let bus = super::connect_bus(&config).await?;
     for spec in chosen {
         let letters = DeadLetters::open(&bus.js, &spec.delivery.dlq)
             .await?
@@ -53,7 +50,12 @@ pub(super) async fn list(file: &Path, connector: Option<&str>) -> Result<(), Hos
 pub(super) async fn replay(file: &Path, connector: &str, only: &[u64]) -> Result<(), HostError> {
     let config = Config::load(file)?;
     let spec = chosen(&config, Some(connector))?[0];
-    let bus = connect(&config).await?;
+    if spec.kind == crate::config::Kind::Source {
+        return Err(HostError::Usage(format!(
+            "{connector:?} is a source: its dead letters are records it could not publish, kept for inspection (`plexus dlq ls {connector}`). Correct them where they came from and let the source take them again"
+        )));
+    }
+    let bus = super::connect_bus(&config).await?;
     let dead = DeadLetters::open(&bus.js, &spec.delivery.dlq).await?;
     let letters = dead.list(&spec.name).await?;
     if let Some(missing) = only
@@ -65,19 +67,34 @@ pub(super) async fn replay(file: &Path, connector: &str, only: &[u64]) -> Result
             spec.delivery.dlq
         )));
     }
+    let (audit, writer) = crate::observe::Audit::start(bus.js.clone(), &super::cli_writer(), None).await?;
+    let actor = super::os_user();
     let mut replayed = 0;
     for letter in letters
         .iter()
         .filter(|l| only.is_empty() || only.contains(&l.sequence))
     {
-        dead.replay(letter).await.map_err(|error| {
-            anyhow!(
+        let result = dead.replay(letter).await;
+        if let Err(error) = result {
+            writer.finish().await;
+            return Err(anyhow::anyhow!(
                 "dead letter #{} of {connector:?}: {error:#} ({replayed} replayed before it)",
                 letter.sequence
             )
-        })?;
+            .into());
+        }
+        audit.record(
+            "replay",
+            &actor,
+            &format!(
+                "connector {connector}: dead letter #{} ({}) sent back to {}",
+                letter.sequence, letter.identity, letter.original_subject
+            ),
+        );
         replayed += 1;
     }
+    drop(audit);
+    writer.finish().await;
     println!(
         "{connector}: replayed {replayed} dead letter{} from {}",
         if replayed == 1 { "" } else { "s" },
@@ -104,21 +121,3 @@ fn chosen<'a>(config: &'a Config, name: Option<&str>) -> Result<Vec<&'a Connecto
     }
 }
 
-/// The bus the config's host uses.
-async fn connect(config: &Config) -> Result<Bus, HostError> {
-    let url = match &config.bus_url {
-        Some(url) => url.clone(),
-        None => {
-            let store = config.data_dir.join("nats");
-            embedded::running_url(&store).ok_or_else(|| {
-                anyhow!(
-                    "{}: no [bus].url, and no host with this config is running (its embedded bus would have left a ports file in {}); start it with `plexus up -c {}`",
-                    config.file.display(),
-                    store.join("ports").display(),
-                    config.file.display()
-                )
-            })?
-        }
-    };
-    Ok(Bus::connect(&url).await?)
-}

@@ -1,10 +1,12 @@
 //! The `plexus` command line: one file per subcommand.
 
+mod audit;
 mod check;
 mod dlq;
 mod new;
 mod status;
 mod test;
+mod token;
 mod up;
 
 use std::path::PathBuf;
@@ -19,7 +21,7 @@ use clap::{Parser, Subcommand};
     version,
     about,
     long_about = None,
-    after_help = "Examples:\n  plexus check -c demo/plexus.toml   validate a config and its plugins\n  plexus up -c demo/plexus.toml      run until Ctrl-C; SIGHUP or editing the file reloads\n  plexus test x12.wasm -i order.x12  run a plugin on a sample file\n  plexus ls -c demo/plexus.toml      what a running host runs: counts, errors, lag\n  plexus dlq ls -c demo/plexus.toml  list dead letters; `plexus dlq replay <connector>` sends them back\n  plexus new transform st-marys-po   scaffold a plugin project\n\nExit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid config.\nLogs go to stderr; set PLEXUS_LOG (e.g. PLEXUS_LOG=debug) to change the level."
+    after_help = "Examples:\n  plexus check -c demo/plexus.toml   validate a config and its plugins\n  plexus up -c demo/plexus.toml      run until Ctrl-C; SIGHUP or editing the file reloads\n  plexus test x12.wasm -i order.x12  run a plugin on a sample file\n  plexus ls -c demo/plexus.toml      what a running host runs: counts, errors, lag\n  plexus dlq ls -c demo/plexus.toml  list dead letters; `plexus dlq replay <connector>` sends them back\n  plexus new transform st-marys-po   scaffold a plugin project\n  plexus token create --role read    a token for the dashboard and /metrics (PLEXUS_TOKEN for ls/status)\n\nExit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid config.\nLogs go to stderr; set PLEXUS_LOG (e.g. PLEXUS_LOG=debug) to change the level."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -43,13 +45,20 @@ enum Command {
     Test(TestArgs),
     /// List the connectors a running host runs: kind, plugin version,
     /// records in and out, errors, dead letters and lag.
-    Ls(ConfigArg),
+    Ls(AdminArgs),
     /// Connectors of a running host in full — the one named, or all: plugin,
     /// route, counts, rates over a second, errors by kind, dead letters and lag.
     Status(StatusArgs),
     /// Inspect and replay dead letters.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// The tamper-evident audit log: list it, or verify its hash chains.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Bearer tokens for the admin endpoint (dashboard, /metrics,
+    /// /connectors, /ingest), stored hashed in [host].tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Scaffold a plugin project: a crate on plexus-sdk for wasm32-wasip2 with
     /// a working example of its kind, a unit test and the connector block to
     /// run it.
@@ -61,7 +70,60 @@ struct StatusArgs {
     /// The connector (default: every one).
     connector: Option<String>,
     #[command(flatten)]
+    admin: AdminArgs,
+}
+
+/// A command that asks a running host's admin endpoint.
+#[derive(Debug, clap::Args)]
+struct AdminArgs {
+    #[command(flatten)]
     config: ConfigArg,
+    /// A file holding the admin token to send (default: $PLEXUS_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check every chain of the audit log; name the first record that was
+    /// altered or removed. Exit 1 if one was.
+    Verify(ConfigArg),
+    /// Print the audit log, oldest first.
+    Ls {
+        /// Only records from this long ago on, e.g. `1h`, `7days`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Make a token and print it once; only its SHA-256 is stored.
+    ///
+    /// Roles: `read` (dashboard, /connectors, /metrics), `operate`
+    /// (everything read may, and state-changing calls), `ingest:<connector>`
+    /// (POST /ingest/<connector> only).
+    Create {
+        /// read, operate or ingest:<connector>.
+        #[arg(long)]
+        role: String,
+        /// What the token is for, e.g. `grafana` (default: the role).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Remove a token; a running host refuses it from its next request.
+    Revoke {
+        /// The token's name.
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// The tokens' names, roles and creation times.
+    Ls(ConfigArg),
 }
 
 #[derive(Debug, clap::Args)]
@@ -159,9 +221,37 @@ impl Cli {
                 Command::Test(args) => {
                     test::run(&args.plugin, args.kind, &args.inputs, &args.config).await
                 }
-                Command::Ls(args) => status::list(&args.config).await,
+                Command::Ls(args) => {
+                    let token = token::from_env_or_file(args.token_file.as_deref());
+                    match token {
+                        Ok(token) => status::list(&args.config.config, token.as_deref()).await,
+                        Err(e) => Err(e),
+                    }
+                }
                 Command::Status(args) => {
-                    status::show(&args.config.config, args.connector.as_deref()).await
+                    let token = token::from_env_or_file(args.admin.token_file.as_deref());
+                    match token {
+                        Ok(token) => {
+                            status::show(
+                                &args.admin.config.config,
+                                args.connector.as_deref(),
+                                token.as_deref(),
+                            )
+                            .await
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Command::Token(TokenCommand::Create { role, name, config }) => {
+                    token::create(&config.config, &role, name.as_deref())
+                }
+                Command::Token(TokenCommand::Revoke { name, config }) => {
+                    token::revoke(&config.config, &name)
+                }
+                Command::Token(TokenCommand::Ls(config)) => token::list(&config.config),
+                Command::Audit(AuditCommand::Verify(config)) => audit::verify(&config.config).await,
+                Command::Audit(AuditCommand::Ls { since, config }) => {
+                    audit::list(&config.config, since).await
                 }
                 Command::Dlq(DlqCommand::Ls { connector, config }) => {
                     dlq::list(&config.config, connector.as_deref()).await
@@ -187,4 +277,52 @@ impl Cli {
             }
         }
     }
+}
+
+/// The bus the config's host uses, with its credentials: `[bus]`, or the
+/// embedded bus of a running host (whose generated credentials are in its
+/// store, readable by the host's user only).
+pub(super) async fn connect_bus(config: &crate::config::Config) -> Result<crate::bus::Bus, crate::host::HostError> {
+    let limits = crate::bus::Limits::of(&config.bus);
+    match &config.bus.url {
+        Some(url) => {
+            let auth = crate::bus::Auth::from_config(&config.bus, config.secrets_file.as_deref())
+                .map_err(|e| crate::host::HostError::Usage(format!("{}: {e:#}", config.file.display())))?;
+            Ok(crate::bus::Bus::connect_with(url, &auth, config.bus.tls.as_ref(), limits).await?)
+        }
+        None => {
+            let store = config.data_dir.join("nats");
+            let url = crate::bus::embedded::running_url(&store).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: no [bus].url, and no host with this config is running (its embedded bus would have left a ports file in {}); start it with `plexus up -c {}`",
+                    config.file.display(),
+                    store.join("ports").display(),
+                    config.file.display()
+                )
+            })?;
+            let auth = crate::bus::embedded::stored_auth(&store).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "cannot read the embedded bus's credentials in {}; run this as the user the host runs as",
+                    store.display()
+                )
+            })?;
+            Ok(crate::bus::Bus::connect_with(&url, &auth, None, limits).await?)
+        }
+    }
+}
+
+/// Who runs this command, for the audit log.
+pub(super) fn os_user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The audit chain a CLI command on this machine writes to.
+pub(super) fn cli_writer() -> String {
+    let user: String = os_user()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .collect();
+    format!("cli-{user}")
 }

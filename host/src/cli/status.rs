@@ -17,9 +17,9 @@ const RATE_WINDOW: Duration = Duration::from_secs(1);
 const PATIENCE: Duration = Duration::from_secs(10);
 
 /// One line per running connector.
-pub(super) async fn list(file: &Path) -> Result<(), HostError> {
+pub(super) async fn list(file: &Path, token: Option<&str>) -> Result<(), HostError> {
     let config = Config::load(file)?;
-    let connectors = fetch(&config).await?;
+    let connectors = fetch(&config, token).await?;
     let mut rows = vec![
         [
             "CONNECTOR",
@@ -60,7 +60,11 @@ pub(super) async fn list(file: &Path) -> Result<(), HostError> {
 }
 
 /// Connectors in full — the one named, or all — with rates over [`RATE_WINDOW`].
-pub(super) async fn show(file: &Path, name: Option<&str>) -> Result<(), HostError> {
+pub(super) async fn show(
+    file: &Path,
+    name: Option<&str>,
+    token: Option<&str>,
+) -> Result<(), HostError> {
     let config = Config::load(file)?;
     let chosen = |connectors: Vec<ConnectorStatus>| -> Vec<ConnectorStatus> {
         connectors
@@ -68,7 +72,7 @@ pub(super) async fn show(file: &Path, name: Option<&str>) -> Result<(), HostErro
             .filter(|c| name.is_none_or(|n| c.name == n))
             .collect()
     };
-    let before = chosen(fetch(&config).await?);
+    let before = chosen(fetch(&config, token).await?);
     if let (Some(name), true) = (name, before.is_empty()) {
         let configured = config.connectors.iter().any(|c| c.name == name);
         return Err(HostError::Usage(if configured {
@@ -84,7 +88,7 @@ pub(super) async fn show(file: &Path, name: Option<&str>) -> Result<(), HostErro
         }));
     }
     tokio::time::sleep(RATE_WINDOW).await;
-    let now = chosen(fetch(&config).await?);
+    let now = chosen(fetch(&config, token).await?);
     for (i, connector) in now.iter().enumerate() {
         if i > 0 {
             println!();
@@ -140,13 +144,13 @@ fn print_one(now: &ConnectorStatus, before: &ConnectorStatus) {
 
 /// The running connectors, from the host's admin endpoint: the address the
 /// host recorded in its `data_dir`, else `[host].http`.
-async fn fetch(config: &Config) -> Result<Vec<ConnectorStatus>, HostError> {
+async fn fetch(config: &Config, token: Option<&str>) -> Result<Vec<ConnectorStatus>, HostError> {
     let recorded = address_file(&config.data_dir);
     let (addr, from) = match std::fs::read_to_string(&recorded) {
         Ok(text) => (text.trim().to_owned(), recorded.display().to_string()),
         Err(_) => (config.http.clone(), "[host].http".to_owned()),
     };
-    let body = get(&addr, "/connectors").await.map_err(|error| {
+    let body = get(&addr, "/connectors", token).await.map_err(|error| {
         anyhow!(
             "no host answers at {addr} (from {from}): {error:#}; is `plexus up -c {}` running?",
             config.file.display()
@@ -157,11 +161,16 @@ async fn fetch(config: &Config) -> Result<Vec<ConnectorStatus>, HostError> {
 }
 
 /// A plain HTTP/1.0 GET of the host's own admin endpoint.
-async fn get(addr: &str, path: &str) -> anyhow::Result<String> {
+async fn get(addr: &str, path: &str, token: Option<&str>) -> anyhow::Result<String> {
+    let authorization = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
         stream
-            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .write_all(
+                format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n{authorization}\r\n").as_bytes(),
+            )
             .await?;
         let mut response = String::new();
         stream.read_to_string(&mut response).await?;
@@ -174,8 +183,17 @@ async fn get(addr: &str, path: &str) -> anyhow::Result<String> {
         .split_once("\r\n\r\n")
         .ok_or_else(|| anyhow!("not an HTTP response"))?;
     let status = head.lines().next().unwrap_or_default();
-    if status.split_whitespace().nth(1) != Some("200") {
-        return Err(anyhow!("{path}: {status}"));
+    match status.split_whitespace().nth(1) {
+        Some("200") => {}
+        Some("401") if token.is_none() => {
+            return Err(anyhow!(
+                "{path}: {status}: the host wants a token; set PLEXUS_TOKEN or pass --token-file (make one with `plexus token create --role read`)"
+            ));
+        }
+        Some("401" | "403") => {
+            return Err(anyhow!("{path}: {status}: {}", body.trim()));
+        }
+        _ => return Err(anyhow!("{path}: {status}")),
     }
     Ok(body.to_owned())
 }

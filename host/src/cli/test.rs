@@ -21,6 +21,8 @@ pub(super) async fn run(
         memory: 256 << 20,
         timeout: std::time::Duration::from_secs(10),
         concurrency: 1,
+        outputs: 1_000_000,
+        output_bytes: 1 << 30,
     };
     let local = LocalPlugin::load(&runtime, plugin, kind, config, limits)
         .map_err(|e| usage(e.to_string()))?;

@@ -41,7 +41,7 @@ pub(super) async fn run(file: &Path) -> Result<(), HostError> {
                         host.reload(config).await
                     }
                     Err(error) => {
-                        host.metrics().reload(false);
+                        host.reload_refused(&error.to_string());
                         Err(error.into())
                     }
                 };

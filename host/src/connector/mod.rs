@@ -7,9 +7,10 @@
 //! | sink | durable consumer on `from` | `consume` + `sink` |
 //! | source, `schedule` | interval or cron | `source::Source::run_schedule` |
 //! | source, `listen = "http"` | `POST /ingest/<name>` | `source::Source::ingest` via [`Inbound`] |
-//! | source, `listen = "mllp://…"` | HL7 v2 over TCP | `mllp` |
+//! | source, `listen = "mllp://…"` or `"mllp+tls://…"` | HL7 v2 over TCP or TLS | `mllp` |
 
 mod consume;
+mod identity;
 mod mllp;
 mod publish;
 mod record;
@@ -33,6 +34,7 @@ use crate::contract::Contracts;
 use crate::observe::Metrics;
 use crate::plugin::{Plugin, Pool};
 pub use mllp::MAX_FRAME as MLLP_MAX_FRAME;
+pub use publish::{CLIENT_ACK_BUDGET, WINDOW as PUBLISH_WINDOW};
 pub use schedule::Schedule;
 pub use source::IngestError;
 
@@ -41,11 +43,17 @@ pub use source::IngestError;
 pub struct Inbound(RwLock<HashMap<String, Arc<source::Source>>>);
 
 impl Inbound {
-    /// Decode and publish a message posted to connector `name`; `None` if no
+    /// Decode and publish a message posted to connector `name` by `sender`
+    /// (the token's name; part of the records' identities); `None` if no
     /// such HTTP-ingest connector runs.
-    pub async fn ingest(&self, name: &str, body: bytes::Bytes) -> Option<Result<u64, IngestError>> {
+    pub async fn ingest(
+        &self,
+        name: &str,
+        body: bytes::Bytes,
+        sender: &str,
+    ) -> Option<Result<u64, IngestError>> {
         let source = self.0.read().ok()?.get(name).cloned()?;
-        Some(source.ingest(body).await)
+        Some(source.ingest(body, sender).await)
     }
 
     fn set(&self, name: &str, source: Option<Arc<source::Source>>) {
@@ -76,6 +84,8 @@ pub struct Shared {
     pub inbound: Arc<Inbound>,
     /// `[host].secrets_file`.
     pub secrets_file: Option<std::path::PathBuf>,
+    /// The audit log.
+    pub audit: crate::observe::Audit,
 }
 
 /// A connector at work.
@@ -84,6 +94,8 @@ pub struct Running {
     pub spec: ConnectorSpec,
     /// Digest of the plugin it runs.
     pub digest: String,
+    /// The plugin it runs, to start it again (a reload that must roll back).
+    pub plugin: Plugin,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
     /// Where this connector is registered for HTTP ingest.
@@ -107,9 +119,11 @@ impl Running {
                 Some(kv),
                 shared.secrets_file.as_deref(),
                 shared.metrics.clone(),
+                shared.audit.clone(),
             )
             .with_context(|| format!("connector {name}"))?,
         );
+        let loaded = plugin.clone();
         let pool = Pool::new(plugin.world.clone(), context.clone(), spec.limits.clone());
         pool.warm_up().await.with_context(|| {
             format!(
@@ -121,6 +135,7 @@ impl Running {
             Contracts::compile(&spec.emits).with_context(|| format!("connector {name}: emits"))?;
         let (stop, stopped) = watch::channel(false);
         let hop = format!("{name}@{}", plugin.version());
+        let publisher = publish::Publisher::new(bus.js.clone());
         let settler = || settle::Settler {
             name: name.clone(),
             delivery: spec.delivery.clone(),
@@ -141,6 +156,8 @@ impl Running {
                     hop,
                     to,
                     pool,
+                    publisher,
+                    limits: spec.limits.clone(),
                     settle: settler(),
                     contracts,
                 });
@@ -173,16 +190,20 @@ impl Running {
                     bail!("connector {name}: a source needs `to`")
                 };
                 bus.ensure_stream(&to, true).await?;
+                bus.ensure_stream(&spec.delivery.dlq, false).await?;
                 let source = Arc::new(source::Source {
                     name: name.clone(),
                     hop,
                     to,
                     pool,
-                    js: bus.js.clone(),
+                    publisher,
                     metrics: shared.metrics.clone(),
                     delivery: spec.delivery.clone(),
+                    limits: spec.limits.clone(),
                     cursors: bus.cursor_bucket().await?,
                     contracts,
+                    collisions: identity::Collisions::default(),
+                    audit: shared.audit.clone(),
                 });
                 match (&spec.schedule, spec.listen.as_deref()) {
                     (Some(schedule), _) => {
@@ -197,13 +218,24 @@ impl Running {
                         tokio::spawn(async {})
                     }
                     (None, Some(listen)) => {
-                        let addr = listen.strip_prefix("mllp://").unwrap_or(listen);
-                        let listener =
-                            tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                        let Some(settings) = spec.listener.clone() else {
+                            bail!("connector {name}: listen {listen:?} has no listener settings");
+                        };
+                        let tls = match &settings.tls {
+                            Some(tls) => Some(
+                                crate::tls::acceptor(&tls.cert, &tls.key, tls.client_ca.as_deref())
+                                    .with_context(|| format!("connector {name}: [connector.tls]"))?,
+                            ),
+                            None => None,
+                        };
+                        let listener = tokio::net::TcpListener::bind(settings.addr)
+                            .await
+                            .with_context(|| {
                                 format!("connector {name}: cannot listen on {listen}")
                             })?;
-                        tracing::info!(connector = %name, address = %listener.local_addr()?, "MLLP listener up.");
-                        tokio::spawn(mllp::serve(listener, source, stopped))
+                        tracing::info!(connector = %name, address = %listener.local_addr()?, tls = tls.is_some(), "MLLP listener up.");
+                        let mllp = Arc::new(mllp::Mllp::new(source, settings, tls));
+                        tokio::spawn(mllp.serve(listener, stopped))
                     }
                     (None, None) => {
                         bail!("connector {name}: a source needs `schedule` or `listen`")
@@ -215,6 +247,7 @@ impl Running {
         Ok(Running {
             spec,
             digest: plugin.digest,
+            plugin: loaded,
             stop,
             task,
             inbound,
@@ -224,10 +257,7 @@ impl Running {
     /// Whether the old version must stop before the new one starts: a
     /// listener's port can be bound by one of them at a time.
     pub fn binds_a_port(&self) -> bool {
-        self.spec
-            .listen
-            .as_deref()
-            .is_some_and(|l| l.starts_with("mllp://"))
+        self.spec.listener.is_some()
     }
 
     /// Stop taking records, finish and acknowledge the ones already taken, then return.

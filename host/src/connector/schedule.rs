@@ -21,6 +21,9 @@ impl Schedule {
             if every.is_zero() {
                 return Err("the interval must be longer than zero".into());
             }
+            if every > crate::config::values::YEAR {
+                return Err("the interval must be at most a year".into());
+            }
             return Ok(Schedule::Every(every));
         }
         let fields = text.split_whitespace().count();

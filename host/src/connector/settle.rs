@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use async_nats::jetstream::message::{AckKind, PublishMessage};
+use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::{self, Message};
 
 use super::record::{Lineage, header_value};
-use crate::bus::headers;
+use crate::bus::{dead_letters, headers};
 use crate::capability::{ConnectorContext, redact};
 use crate::config::Delivery;
 use crate::observe::Metrics;
@@ -96,17 +96,10 @@ impl Settler {
         h.insert(headers::DELIVERIES, deliveries.to_string().as_str());
         h.insert(headers::ORIGINAL_SUBJECT, msg.subject.as_str());
         h.insert(headers::CONNECTOR, self.name.as_str());
-        let publish = PublishMessage::build()
-            .payload(msg.payload.clone())
-            .headers(h);
-        let stored = match self
-            .js
-            .send_publish(self.delivery.dlq.clone(), publish)
-            .await
-        {
-            Ok(ack) => ack.await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
+        // A body near the bus's size limit moves to the body store rather
+        // than pushing the dead letter over it.
+        let stored =
+            dead_letters::write(&self.js, &self.delivery.dlq, h, msg.payload.clone()).await;
         match stored {
             Ok(_) => {
                 self.metrics.dead_lettered(&self.name);
@@ -117,7 +110,7 @@ impl Settler {
             }
             Err(error) => {
                 self.metrics.error(&self.name, "publish");
-                tracing::error!(connector = %self.name, record = %lineage.identity, %error, "Dead-letter publish failed; will retry.");
+                tracing::error!(connector = %self.name, record = %lineage.identity, error = format!("{error:#}"), "Dead-letter publish failed; will retry.");
                 self.nak(msg, deliveries, None).await;
             }
         }

@@ -65,6 +65,13 @@ impl Handler for Sink {
                     .nak(&msg, deliveries, Some(Duration::ZERO))
                     .await;
             }
+            Err(fault) if fault.kind == FaultKind::Instantiate => {
+                // The host could not make an instance (the pool was full):
+                // not the record's fault, so it waits and comes back.
+                metrics.error(name, fault.kind.as_str());
+                tracing::warn!(connector = %name, record = %lineage.identity, %fault, "No plugin instance; the record will be retried.");
+                return self.settle.nak(&msg, deliveries, None).await;
+            }
             Err(fault) => {
                 metrics.error(name, fault.kind.as_str());
                 tracing::warn!(connector = %name, record = %lineage.identity, %fault, "Plugin instance discarded.");

@@ -1,22 +1,32 @@
 //! Sources: scheduled polls and inbound messages become records on the bus.
 //!
-//! A poll's records are published with ids derived from the connector and each
-//! source record id (the record's `key`), and the new cursor is committed to
-//! the `plexus-cursors` bucket only after every record is stored. A crash in
-//! between re-polls from the old cursor, and JetStream drops the duplicates.
+//! A record's id comes from the connector and its identity (where it came
+//! from, its key and its content: `identity.rs`), and a poll's new cursor is
+//! committed to the `plexus-cursors` bucket only after every record is
+//! stored. A crash in between re-polls from the old cursor, and JetStream
+//! drops the duplicates. A poll that brought records and moved its cursor is
+//! followed at once by the next, so a source that pages through a large
+//! backlog drains it at the bus's pace, a page at a time.
+//!
+//! One bad record (it breaks the connector's `emits` contract, or is larger
+//! than the bus takes) does not hold back the rest of a poll: it is
+//! dead-lettered with its reason and the poll goes on. An inbound message is
+//! taken whole or not at all: the sender is told why and can correct it.
 
 use std::sync::Arc;
 
-use async_nats::jetstream::{self, kv};
+use async_nats::HeaderMap;
+use async_nats::jetstream::kv;
 use tokio::sync::watch;
 
-use super::publish::{Outgoing, PublishFailure, publish_all, subject};
-use super::record::Lineage;
+use super::identity::{self, Collisions};
+use super::publish::{Outgoing, PublishFailure, Publisher, subject};
+use super::record::{Lineage, header_value};
 use super::schedule::Schedule;
 use crate::bindings::{PluginError, PluginRecord};
-use crate::bus::headers;
+use crate::bus::{dead_letters, headers};
 use crate::capability::redact;
-use crate::config::Delivery;
+use crate::config::{Delivery, Limits};
 use crate::contract::Contracts;
 use crate::observe::Metrics;
 use crate::plugin::Pool;
@@ -37,11 +47,30 @@ pub(crate) struct Source {
     pub(super) hop: String,
     pub(super) to: String,
     pub(super) pool: Pool,
-    pub(super) js: jetstream::Context,
+    pub(super) publisher: Publisher,
     pub(super) metrics: Arc<Metrics>,
     pub(super) delivery: Delivery,
+    pub(super) limits: Limits,
     pub(super) cursors: kv::Store,
     pub(super) contracts: Arc<Contracts>,
+    pub(super) collisions: Collisions,
+    pub(super) audit: crate::observe::Audit,
+}
+
+/// What one poll did.
+struct Polled {
+    /// Records published.
+    published: u64,
+    /// Whether it brought records and moved the cursor: there may be more.
+    more: bool,
+}
+
+/// A record that will not be published, and why.
+struct Refused {
+    index: usize,
+    identity: String,
+    reason: String,
+    record: PluginRecord,
 }
 
 impl Source {
@@ -54,7 +83,7 @@ impl Source {
     ) {
         let mut first = true;
         let mut failures = 0u32;
-        loop {
+        'schedule: loop {
             let mut wait = schedule.delay(first);
             if failures > 0 {
                 wait = wait.max(self.delivery.backoff_after(failures));
@@ -64,23 +93,35 @@ impl Source {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => break,
             }
-            match self.poll_once().await {
-                Ok(n) => {
-                    failures = 0;
-                    tracing::debug!(connector = %self.name, records = n, "Poll done.");
-                }
-                Err(reason) => {
-                    failures += 1;
-                    let reason = redact(&self.pool.context().secrets, &reason);
-                    tracing::warn!(connector = %self.name, %reason, failures, "Poll failed; backing off.");
+            loop {
+                let polled = tokio::select! {
+                    polled = self.poll_once() => polled,
+                    // A poll stopped here publishes nothing more and commits
+                    // no cursor: the next start polls again from the last one.
+                    _ = stop.changed() => break 'schedule,
+                };
+                match polled {
+                    Ok(Polled { published, more }) => {
+                        failures = 0;
+                        tracing::debug!(connector = %self.name, records = published, more, "Poll done.");
+                        if !more || *stop.borrow() {
+                            break;
+                        }
+                    }
+                    Err(reason) => {
+                        failures += 1;
+                        let reason = redact(&self.pool.context().secrets, &reason);
+                        tracing::warn!(connector = %self.name, %reason, failures, "Poll failed; backing off.");
+                        break;
+                    }
                 }
             }
         }
     }
 
     /// One poll: call the plugin with the committed cursor, publish what it
-    /// returns, then commit its new cursor.
-    pub(super) async fn poll_once(&self) -> Result<u64, String> {
+    /// returns (dead-lettering what cannot be), then commit its new cursor.
+    async fn poll_once(&self) -> Result<Polled, String> {
         let cursor = match self.cursors.get(&self.name).await {
             Ok(value) => value.map(|v| String::from_utf8_lossy(&v).into_owned()),
             Err(e) => return Err(format!("cannot read the cursor: {e}")),
@@ -101,30 +142,54 @@ impl Source {
                 return Err(fault.to_string());
             }
         };
-        let n = self
-            .publish(polled.records, &[])
+        if let Err(reason) = self.within_limits(&polled.records) {
+            self.metrics.error(&self.name, "permanent");
+            return Err(format!("poll {reason}"));
+        }
+        let brought = !polled.records.is_empty();
+        let mut refused = Vec::new();
+        let published = self
+            .publish(polled.records, "", None, &mut refused)
             .await
             .map_err(|e| e.to_string())?;
+        for refused in refused {
+            self.dead_letter(refused).await?;
+        }
+        let mut more = false;
         if let Some(next) = polled.cursor.filter(|next| Some(next) != cursor.as_ref()) {
             self.cursors
                 .put(&self.name, next.into_bytes().into())
                 .await
                 .map_err(|e| format!("records published, cursor not committed (they will be re-polled and de-duplicated): {e}"))?;
+            more = brought;
         }
-        Ok(n)
+        Ok(Polled { published, more })
     }
 
-    /// Decode one inbound message and publish its records; returns once every
-    /// record is stored.
-    pub(crate) async fn ingest(&self, body: bytes::Bytes) -> Result<u64, IngestError> {
+    /// Decode one inbound message from `origin` (an MLLP sender's MSH-3^MSH-4,
+    /// an HTTP sender's token name) and publish its records; returns once
+    /// every record is stored.
+    pub(crate) async fn ingest(
+        &self,
+        body: bytes::Bytes,
+        origin: &str,
+    ) -> Result<u64, IngestError> {
         let secrets = &self.pool.context().secrets;
-        self.decode_and_publish(body).await.map_err(|e| match e {
-            IngestError::Rejected(reason) => IngestError::Rejected(redact(secrets, &reason)),
-            IngestError::Unavailable(reason) => IngestError::Unavailable(redact(secrets, &reason)),
-        })
+        self.decode_and_publish(body, origin)
+            .await
+            .map_err(|e| match e {
+                IngestError::Rejected(reason) => IngestError::Rejected(redact(secrets, &reason)),
+                IngestError::Unavailable(reason) => {
+                    IngestError::Unavailable(redact(secrets, &reason))
+                }
+            })
     }
 
-    async fn decode_and_publish(&self, body: bytes::Bytes) -> Result<u64, IngestError> {
+    async fn decode_and_publish(
+        &self,
+        body: bytes::Bytes,
+        origin: &str,
+    ) -> Result<u64, IngestError> {
         let result = self.pool.decode(body.clone()).await;
         let records = match result {
             Ok(Ok(records)) => records,
@@ -141,48 +206,32 @@ impl Source {
                 return Err(IngestError::Rejected(fault.to_string()));
             }
         };
-        self.publish(records, &body).await
-    }
-
-    async fn publish(
-        &self,
-        records: Vec<PluginRecord>,
-        message: &[u8],
-    ) -> Result<u64, IngestError> {
-        // Records without a key are identified by the message they came in
-        // (hashed only if some record needs it) and their own payload.
-        let mut message_id: Option<String> = None;
-        self.metrics.records_in(&self.name, records.len() as u64);
-        let mut outgoing = Vec::with_capacity(records.len());
-        for (index, mut record) in records.into_iter().enumerate() {
-            // One bad record refuses the whole poll or message: the cursor
-            // stays, and the sender or the next poll sees the reason.
-            self.contracts.check(&mut record).map_err(|violation| {
-                IngestError::Rejected(format!("record {index} {violation}"))
-            })?;
-            let id = if record.key.is_empty() {
-                let payload_id = headers::trace_id(&String::from_utf8_lossy(&record.payload));
-                let message_id = message_id.get_or_insert_with(|| {
-                    if message.is_empty() {
-                        String::new()
-                    } else {
-                        headers::trace_id(&String::from_utf8_lossy(message))
-                    }
-                });
-                format!("{message_id}{payload_id}:{index}")
-            } else {
-                record.key.clone()
-            };
-            let lineage = Lineage::origin(&self.name, &id);
-            let subject =
-                subject(&self.to, record.topic.as_deref()).map_err(IngestError::Rejected)?;
-            outgoing.push(Outgoing {
-                subject,
-                headers: lineage.output_headers(&self.name, &self.hop, 0, &record),
-                payload: record.payload.into(),
-            });
+        self.within_limits(&records).map_err(|reason| {
+            self.metrics.error(&self.name, "permanent");
+            IngestError::Rejected(format!("the message {reason}"))
+        })?;
+        // Taken whole or not at all: every record is checked before any is sent.
+        let mut refused = Vec::new();
+        let message = crate::bus::headers::trace_id(&String::from_utf8_lossy(&body));
+        let outgoing: Vec<Outgoing> = records
+            .into_iter()
+            .enumerate()
+            .filter_map(|(index, record)| {
+                self.prepare(index, record, origin, Some(&message))
+                    .map_err(|r| refused.push(r))
+                    .ok()
+            })
+            .collect();
+        if let Some(first) = refused.first() {
+            self.metrics.error(&self.name, "permanent");
+            return Err(IngestError::Rejected(format!(
+                "record {} {}",
+                first.index, first.reason
+            )));
         }
-        match publish_all(&self.js, outgoing).await {
+        let n = outgoing.len() as u64;
+        self.metrics.records_in(&self.name, n);
+        match self.publisher.publish_all(outgoing.into_iter().map(Ok)).await {
             Ok(n) => {
                 self.metrics.records_out(&self.name, n);
                 Ok(n)
@@ -199,4 +248,158 @@ impl Source {
             }
         }
     }
+
+    /// Whether one call's records are within `limits.outputs` and
+    /// `limits.output_bytes`.
+    fn within_limits(&self, records: &[PluginRecord]) -> Result<(), String> {
+        if records.len() > self.limits.outputs {
+            return Err(format!(
+                "returned {} records, more than limits.outputs ({})",
+                records.len(),
+                self.limits.outputs
+            ));
+        }
+        let bytes: usize = records.iter().map(|r| r.payload.len()).sum();
+        if bytes > self.limits.output_bytes {
+            return Err(format!(
+                "returned {bytes} bytes, more than limits.output_bytes ({})",
+                self.limits.output_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    /// Publish a poll's records as the window allows; the ones that cannot
+    /// be published go to `refused`.
+    async fn publish(
+        &self,
+        records: Vec<PluginRecord>,
+        origin: &str,
+        message: Option<&str>,
+        refused: &mut Vec<Refused>,
+    ) -> Result<u64, PublishFailure> {
+        self.metrics.records_in(&self.name, records.len() as u64);
+        let outgoing = records
+            .into_iter()
+            .enumerate()
+            .filter_map(|(index, record)| match self.prepare(index, record, origin, message) {
+                Ok(outgoing) => Some(Ok(outgoing)),
+                Err(r) => {
+                    refused.push(r);
+                    None
+                }
+            });
+        match self.publisher.publish_all(outgoing).await {
+            Ok(n) => {
+                self.metrics.records_out(&self.name, n);
+                Ok(n)
+            }
+            Err(failure) => {
+                let kind = match failure {
+                    PublishFailure::Unpublishable(_) => "permanent",
+                    PublishFailure::Bus(_) => "publish",
+                };
+                self.metrics.error(&self.name, kind);
+                Err(failure)
+            }
+        }
+    }
+
+    /// A record as it goes on the bus, with its identity and lineage, or why
+    /// it cannot go.
+    fn prepare(
+        &self,
+        index: usize,
+        mut record: PluginRecord,
+        origin: &str,
+        message: Option<&str>,
+    ) -> Result<Outgoing, Refused> {
+        let key = if record.key.is_empty() {
+            // Without a key, a record is known by the message it came in and
+            // its place there.
+            format!("{}@{index}", message.unwrap_or_default())
+        } else {
+            record.key.clone()
+        };
+        let id = identity::of(origin, &key, &record.payload);
+        if !record.key.is_empty() && self.collisions.reused(&key, &id) {
+            self.metrics.key_collision(&self.name);
+            tracing::warn!(connector = %self.name, key = %key, origin, "A source key came back with different content; both are kept.");
+        }
+        let refuse = |reason: String, record: PluginRecord| Refused {
+            index,
+            identity: id.clone(),
+            reason,
+            record,
+        };
+        if let Err(violation) = self.contracts.check(&mut record) {
+            return Err(refuse(violation.to_string(), record));
+        }
+        let subject = match subject(&self.to, record.topic.as_deref()) {
+            Ok(subject) => subject,
+            Err(reason) => return Err(refuse(reason, record)),
+        };
+        let lineage = Lineage::origin(&self.name, &id);
+        let headers = lineage.output_headers(&self.name, &self.hop, 0, &record);
+        let max = self.publisher.max_payload();
+        let size = record.payload.len() + header_bytes(&headers);
+        if size > max {
+            return Err(refuse(
+                format!(
+                    "is {size} bytes with its headers, more than the bus's maximum message size ({max})"
+                ),
+                record,
+            ));
+        }
+        Ok(Outgoing {
+            subject,
+            headers,
+            payload: record.payload.into(),
+        })
+    }
+
+    /// Store a record that could not be published on the connector's
+    /// dead-letter subject, with why.
+    async fn dead_letter(&self, refused: Refused) -> Result<(), String> {
+        let reason = redact(
+            &self.pool.context().secrets,
+            &format!("record {} {}", refused.index, refused.reason),
+        );
+        let mut h = HeaderMap::new();
+        let id = headers::output_id(&self.name, &format!("dlq:{}", refused.identity), 0);
+        h.insert(headers::MSG_ID, id.as_str());
+        h.insert(headers::IDENTITY, refused.identity.as_str());
+        h.insert(headers::ERROR, header_value(&reason).as_str());
+        h.insert(headers::DELIVERIES, "1");
+        h.insert(headers::ORIGINAL_SUBJECT, self.to.as_str());
+        h.insert(headers::CONNECTOR, self.name.as_str());
+        if !refused.record.key.is_empty() {
+            h.insert(headers::KEY, header_value(&refused.record.key).as_str());
+        }
+        dead_letters::write(
+            &self.publisher.js,
+            &self.delivery.dlq,
+            h,
+            refused.record.payload.into(),
+        )
+        .await
+        .map_err(|e| format!("cannot dead-letter {reason}: {e}"))?;
+        self.metrics.dead_lettered(&self.name);
+        tracing::warn!(connector = %self.name, record = %refused.identity, %reason, "Record dead-lettered; the rest of the poll goes on.");
+        Ok(())
+    }
+}
+
+/// Bytes the headers take on the wire, near enough to check a size limit.
+pub(super) fn header_bytes(headers: &HeaderMap) -> usize {
+    12 + headers
+        .iter()
+        .map(|(name, values)| {
+            let name: &str = name.as_ref();
+            values
+                .iter()
+                .map(|v| name.len() + v.as_str().len() + 4)
+                .sum::<usize>()
+        })
+        .sum::<usize>()
 }

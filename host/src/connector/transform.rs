@@ -15,10 +15,11 @@ use std::time::Duration;
 use async_nats::jetstream::Message;
 
 use super::consume::Handler;
-use super::publish::{Outgoing, PublishFailure, publish_all, subject};
+use super::publish::{Outgoing, PublishFailure, Publisher, subject};
 use super::record::{Lineage, to_plugin_record};
 use super::settle::Settler;
 use crate::bindings::{PluginError, PluginRecord};
+use crate::config::Limits;
 use crate::contract::Contracts;
 use crate::plugin::{FaultKind, Pool};
 
@@ -27,6 +28,8 @@ pub(super) struct Transform {
     pub(super) hop: String,
     pub(super) to: String,
     pub(super) pool: Pool,
+    pub(super) publisher: Publisher,
+    pub(super) limits: Limits,
     pub(super) settle: Settler,
     pub(super) contracts: Arc<Contracts>,
 }
@@ -62,7 +65,11 @@ impl Handler for Transform {
                             .await;
                     }
                 };
-                match publish_all(&self.settle.js, outgoing).await {
+                match self
+                    .publisher
+                    .publish_all(outgoing.into_iter().map(Ok))
+                    .await
+                {
                     Ok(n) => {
                         metrics.records_out(name, n);
                         if let Err(error) = msg.ack().await {
@@ -100,6 +107,13 @@ impl Handler for Transform {
                     .nak(&msg, deliveries, Some(Duration::ZERO))
                     .await;
             }
+            Err(fault) if fault.kind == FaultKind::Instantiate => {
+                // The host could not make an instance (the pool was full):
+                // not the record's fault, so it waits and comes back.
+                metrics.error(name, fault.kind.as_str());
+                tracing::warn!(connector = %name, record = %lineage.identity, %fault, "No plugin instance; the record will be retried.");
+                self.settle.nak(&msg, deliveries, None).await;
+            }
             Err(fault) => {
                 metrics.error(name, fault.kind.as_str());
                 tracing::warn!(connector = %name, record = %lineage.identity, %fault, "Plugin instance discarded.");
@@ -117,6 +131,20 @@ impl Transform {
         lineage: &Lineage,
         outputs: Vec<PluginRecord>,
     ) -> Result<Vec<Outgoing>, String> {
+        if outputs.len() > self.limits.outputs {
+            return Err(format!(
+                "the plugin returned {} outputs, more than limits.outputs ({})",
+                outputs.len(),
+                self.limits.outputs
+            ));
+        }
+        let bytes: usize = outputs.iter().map(|o| o.payload.len()).sum();
+        if bytes > self.limits.output_bytes {
+            return Err(format!(
+                "the plugin returned {bytes} bytes of outputs, more than limits.output_bytes ({})",
+                self.limits.output_bytes
+            ));
+        }
         outputs
             .into_iter()
             .enumerate()

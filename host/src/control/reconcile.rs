@@ -62,15 +62,32 @@ pub async fn apply(
         }
         let swapping = existing.is_some();
         // A listener's port is held by one version at a time: stop the old one first.
-        let needs_gap = existing.is_some_and(Running::binds_a_port)
-            || spec
-                .listen
-                .as_deref()
-                .is_some_and(|l| l.starts_with("mllp://"));
+        let needs_gap = existing.is_some_and(Running::binds_a_port) || spec.listener.is_some();
+        let mut stopped = None;
         if needs_gap && let Some(old) = running.remove(&spec.name) {
+            let (spec, plugin) = (old.spec.clone(), old.plugin.clone());
             old.stop().await;
+            stopped = Some((spec, plugin));
         }
-        let new = Running::start(spec.clone(), plugin, shared).await?;
+        let new = match Running::start(spec.clone(), plugin, shared).await {
+            Ok(new) => new,
+            Err(error) => {
+                // The old version goes back on its port rather than leaving it closed.
+                if let Some((old_spec, old_plugin)) = stopped {
+                    match Running::start(old_spec, old_plugin, shared).await {
+                        Ok(old) => {
+                            tracing::warn!(connector = %spec.name, error = format!("{error:#}"), "New version failed to start; the old one is back on its listener.");
+                            running.insert(spec.name.clone(), old);
+                        }
+                        Err(again) => {
+                            tracing::error!(connector = %spec.name, error = format!("{again:#}"), "Neither the new nor the old version could start; the connector is stopped.");
+                            changes.removed.push(spec.name.clone());
+                        }
+                    }
+                }
+                return Err(error);
+            }
+        };
         if let Some(old) = running.insert(spec.name.clone(), new) {
             old.stop().await;
         }

@@ -11,6 +11,9 @@
 //! | `plexus_connectors` | — | connectors running |
 //! | `plexus_reloads_total` | result | config reloads applied (`ok`) or rejected (`error`) |
 //! | `plexus_capability_denied_total` | connector, capability | refused `http` requests and `secrets` reads |
+//! | `plexus_key_collisions_total` | connector | records whose source key was seen before with different content (both kept) |
+//! | `plexus_audit_dropped_total` | — | audit records dropped because the audit queue was full |
+//! | `plexus_auth_failures_total` | endpoint | refused requests and connections: `admin` (no or wrong token, wrong role), `mllp` (address not allowed, TLS failed, too many connections) |
 
 use std::sync::atomic::AtomicI64;
 
@@ -77,6 +80,14 @@ pub struct Metrics {
     connectors: Gauge<i64, AtomicI64>,
     reloads: Family<ResultLabel, Counter>,
     denied: Family<CapabilityLabels, Counter>,
+    collisions: Family<ConnectorLabel, Counter>,
+    auth_failures: Family<EndpointLabel, Counter>,
+    audit_dropped: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabel {
+    endpoint: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -104,6 +115,9 @@ impl Default for Metrics {
             connectors: Gauge::default(),
             reloads: Family::default(),
             denied: Family::default(),
+            collisions: Family::default(),
+            auth_failures: Family::default(),
+            audit_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -133,6 +147,21 @@ impl Default for Metrics {
             "capability_denied",
             "Capability uses refused by the grants",
             m.denied.clone(),
+        );
+        registry.register(
+            "key_collisions",
+            "Source records whose key was seen before with different content",
+            m.collisions.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Requests and connections refused for who sent them",
+            m.auth_failures.clone(),
+        );
+        registry.register(
+            "audit_dropped",
+            "Audit records dropped because the audit queue was full",
+            m.audit_dropped.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -197,6 +226,30 @@ impl Metrics {
             .get_or_create(&CapabilityLabels {
                 connector: connector.to_owned(),
                 capability: capability.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Count a source key reused for different content.
+    pub fn key_collision(&self, connector: &str) {
+        self.collisions.get_or_create(&label(connector)).inc();
+    }
+
+    /// Source key collisions of `connector` so far.
+    pub fn key_collisions(&self, connector: &str) -> u64 {
+        self.collisions.get(&label(connector)).map_or(0, |c| c.get())
+    }
+
+    /// Count an audit record that could not be queued.
+    pub fn audit_dropped(&self) {
+        self.audit_dropped.inc();
+    }
+
+    /// Count a refused request or connection at `endpoint` (`admin`, `mllp`).
+    pub fn auth_failure(&self, endpoint: &str) {
+        self.auth_failures
+            .get_or_create(&EndpointLabel {
+                endpoint: endpoint.to_owned(),
             })
             .inc();
     }

@@ -1,9 +1,11 @@
-//! What operators see: Prometheus metrics, the running connectors' status,
-//! a dashboard of it, and the admin HTTP endpoint serving them.
+//! What operators see: Prometheus metrics, the running connectors' status
+//! and a dashboard of it (served by `crate::admin`), and the tamper-evident
+//! audit log.
 
-mod dashboard;
-pub mod http;
+pub mod audit;
+pub(crate) mod dashboard;
 pub mod metrics;
 pub mod status;
 
+pub use audit::Audit;
 pub use metrics::Metrics;

@@ -89,6 +89,7 @@ impl LocalPlugin {
             grants: Granted::default(),
             secrets: BTreeMap::new(),
             metrics: Arc::new(Metrics::default()),
+            audit: crate::observe::Audit::disabled(),
         });
         LocalPlugin {
             pool: Pool::new(plugin.world.clone(), context, limits),

@@ -1,56 +1,21 @@
-//! The MLLP listener: HL7 v2 over TCP, framed `<VT> message <FS><CR>`.
+//! MLLP framing (`<VT> message <FS><CR>`) and the HL7 ACKs sent back.
 //!
-//! Each message goes to the source plugin's `decode`; the sender gets
-//! `MSA|AA|<MSH-10>` only once the records are stored on the bus, `AR` with the
-//! reason for a message that can never be taken, and `AE` when it should
-//! retry. Bytes outside a frame are skipped, a frame over [`MAX_FRAME`] is
-//! refused and discarded, and a dropped connection loses only its
-//! unacknowledged message, which the sender resends.
-
-use std::sync::Arc;
-
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-
-use super::source::{IngestError, Source};
+//! Bytes outside a frame are skipped, a frame over [`MAX_FRAME`] is refused
+//! and discarded, and a start block inside a frame restarts it.
 
 const VT: u8 = 0x0b;
 const FS: u8 = 0x1c;
 const CR: u8 = 0x0d;
 
+/// Buffer capacity a connection keeps between messages.
+const KEPT: usize = 64 << 10;
+
 /// The largest message taken, framing excluded.
 pub const MAX_FRAME: usize = 1 << 20;
 
-/// Accept connections on `listener` until `stop`.
-pub(super) async fn serve(
-    listener: TcpListener,
-    source: Arc<Source>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stop.changed() => break,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let source = source.clone();
-                let stop = stop.clone();
-                tokio::spawn(async move {
-                    if let Err(error) = connection(stream, &source, stop).await {
-                        tracing::debug!(connector = %source.name, %peer, %error, "MLLP connection closed.");
-                    }
-                });
-            }
-            Err(error) => tracing::warn!(connector = %source.name, %error, "MLLP accept failed."),
-        }
-    }
-}
-
 /// What the framer found in the bytes so far.
 #[derive(Debug, PartialEq, Eq)]
-enum Frame {
+pub(super) enum Frame {
     /// A complete message.
     Message(Vec<u8>),
     /// A message over the size limit, now discarded; its start is kept to
@@ -60,7 +25,7 @@ enum Frame {
 
 /// Splits a byte stream into MLLP frames.
 #[derive(Default)]
-struct Framer {
+pub(super) struct Framer {
     buffer: Vec<u8>,
     in_frame: bool,
     skipping: bool,
@@ -68,7 +33,13 @@ struct Framer {
 }
 
 impl Framer {
-    fn push(&mut self, bytes: &[u8], out: &mut Vec<Frame>) {
+    /// Whether a message has begun and not yet ended.
+    pub(super) fn in_frame(&self) -> bool {
+        self.in_frame
+    }
+
+    /// Split `bytes`, appending what completes to `out`.
+    pub(super) fn push(&mut self, bytes: &[u8], out: &mut Vec<Frame>) {
         for &b in bytes {
             if !self.in_frame {
                 // Anything outside a frame is noise.
@@ -81,6 +52,7 @@ impl Framer {
             if b == VT && !self.skipping {
                 // A new start block before an end block: the old frame was truncated.
                 self.buffer.clear();
+                self.buffer.shrink_to(KEPT);
                 continue;
             }
             if b == CR && self.buffer.last() == Some(&FS) {
@@ -104,51 +76,14 @@ impl Framer {
             if self.buffer.len() > MAX_FRAME + 1 {
                 self.skipping = true;
                 self.head = self.buffer[..self.buffer.len().min(4096)].to_vec();
-                self.buffer.clear();
+                self.buffer = Vec::new();
             }
         }
     }
 }
 
-async fn connection(
-    mut stream: TcpStream,
-    source: &Source,
-    mut stop: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let mut framer = Framer::default();
-    let mut read = vec![0u8; 64 * 1024];
-    let mut frames = Vec::new();
-    loop {
-        let n = tokio::select! {
-            n = stream.read(&mut read) => n?,
-            _ = stop.changed() => return Ok(()),
-        };
-        if n == 0 {
-            return Ok(());
-        }
-        framer.push(&read[..n], &mut frames);
-        for frame in frames.drain(..) {
-            let reply = match frame {
-                Frame::Message(message) => {
-                    let message = bytes::Bytes::from(message);
-                    let code = match source.ingest(message.clone()).await {
-                        Ok(_) => ("AA", String::new()),
-                        Err(IngestError::Rejected(reason)) => ("AR", reason),
-                        Err(IngestError::Unavailable(reason)) => ("AE", reason),
-                    };
-                    ack(&message, code.0, &code.1)
-                }
-                Frame::Oversized(head) => {
-                    ack(&head, "AR", &format!("message exceeds {} bytes", MAX_FRAME))
-                }
-            };
-            stream.write_all(&reply).await?;
-        }
-    }
-}
-
 /// An HL7 ACK for `message`, framed for MLLP.
-fn ack(message: &[u8], code: &str, text: &str) -> Vec<u8> {
+pub(super) fn ack(message: &[u8], code: &str, text: &str) -> Vec<u8> {
     let text_in = String::from_utf8_lossy(message);
     let msh = text_in.split(['\r', '\n']).find(|s| s.starts_with("MSH"));
     let separator = msh.and_then(|m| m.chars().nth(3)).unwrap_or('|');
@@ -188,6 +123,27 @@ fn ack(message: &[u8], code: &str, text: &str) -> Vec<u8> {
     framed.extend_from_slice(body.as_bytes());
     framed.extend_from_slice(&[FS, CR]);
     framed
+}
+
+/// Who sent `message`: its sending application and facility (MSH-3, MSH-4),
+/// which with the control id (MSH-10) tell its messages from every other
+/// sender's.
+pub(super) fn sender(message: &[u8]) -> String {
+    let head = &message[..message.len().min(1024)];
+    let text = String::from_utf8_lossy(head);
+    let Some(msh) = text.split(['\r', '\n']).find(|s| s.starts_with("MSH")) else {
+        return String::new();
+    };
+    let Some(separator) = msh.chars().nth(3) else {
+        return String::new();
+    };
+    let fields: Vec<&str> = msh.split(separator).collect();
+    let field = |n: usize| fields.get(n - 1).copied().unwrap_or_default();
+    format!("{}^{}", field(3), field(4))
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect()
 }
 
 #[cfg(test)]
@@ -247,6 +203,15 @@ mod tests {
                 proptest::prop_assert!(reply.starts_with(&[VT]) && reply.ends_with(&[FS, CR]));
             }
         }
+    }
+
+    #[test]
+    fn the_sender_is_msh_3_and_4() {
+        assert_eq!(
+            sender(b"MSH|^~\\&|LAB|GEN|ERP|HOSP|20260101||ORM^O01|1001|P|2.5\rPID|1\r"),
+            "LAB^GEN"
+        );
+        assert_eq!(sender(b"not hl7"), "");
     }
 
     #[test]

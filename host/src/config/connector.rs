@@ -1,0 +1,560 @@
+//! One `[[connector]]`: its role, grants, limits, delivery policy and, for a
+//! listener, its transport; validated into a [`ConnectorSpec`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::values::{DAY, HOUR, check_subject, duration, size, subject_matches};
+use super::BusConfig;
+
+/// A connector's role, which must match the world its plugin exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Brings records in.
+    Source,
+    /// Maps records.
+    Transform,
+    /// Delivers records out.
+    Sink,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Source => "source",
+            Kind::Transform => "transform",
+            Kind::Sink => "sink",
+        })
+    }
+}
+
+/// One validated `[[connector]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectorSpec {
+    /// Unique name.
+    pub name: String,
+    /// Role.
+    pub kind: Kind,
+    /// Resolved path of the component.
+    pub plugin: PathBuf,
+    /// Subject filter consumed.
+    pub from: Option<String>,
+    /// Subject published to.
+    pub to: Option<String>,
+    /// Source schedule.
+    pub schedule: Option<String>,
+    /// Source listener.
+    pub listen: Option<String>,
+    /// Strings handed to the plugin.
+    pub config: BTreeMap<String, String>,
+    /// Schema ids emitted.
+    pub emits: Vec<String>,
+    /// Capabilities granted.
+    pub grants: Grants,
+    /// Host directory of each `grants.files` entry, in order (relative ones
+    /// resolved against the config file's directory).
+    pub file_dirs: Vec<PathBuf>,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Retry and dead-letter policy.
+    pub delivery: Delivery,
+    /// How an MLLP listener takes connections (`listen = "mllp://…"` or
+    /// `"mllp+tls://…"`).
+    pub listener: Option<Listener>,
+}
+
+/// An MLLP listener: where, with what TLS, from whom, and how many.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// The address bound.
+    pub addr: SocketAddr,
+    /// TLS, for `mllp+tls://`.
+    pub tls: Option<ListenerTls>,
+    /// Peers allowed to connect; empty allows any.
+    pub allow: Vec<ipnet::IpNet>,
+    /// Connections open at once; more are refused at accept.
+    pub max_connections: usize,
+    /// A connection silent this long between messages is closed.
+    pub idle_timeout: Duration,
+    /// A message begun must be complete within this long, or the connection is closed.
+    pub frame_timeout: Duration,
+}
+
+/// Certificates of a TLS listener (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// The server's certificate chain.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// When set, clients must present a certificate issued by this CA.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Capabilities granted to a connector (least privilege: empty by default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Outbound HTTP origins.
+    #[serde(default)]
+    pub http: Vec<String>,
+    /// Host directories with `:ro` or `:rw`.
+    #[serde(default)]
+    pub files: Vec<String>,
+    /// Secret names.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+}
+
+/// Per-instance limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory cap in bytes.
+    pub memory: usize,
+    /// Wall-clock budget per call.
+    pub timeout: Duration,
+    /// Instances working in parallel.
+    pub concurrency: usize,
+    /// Records one call may return (a poll, a decode, a transform).
+    pub outputs: usize,
+    /// Bytes of payload one call may return, all records together.
+    pub output_bytes: usize,
+}
+
+/// Retry and dead-letter policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Attempts before dead-lettering.
+    pub max_deliver: u32,
+    /// Delay before each retry; the last one repeats.
+    pub backoff: Vec<Duration>,
+    /// Redelivery timeout for unacknowledged records.
+    pub ack_wait: Duration,
+    /// Dead-letter subject.
+    pub dlq: String,
+    /// One record at a time, in stream order.
+    pub ordered: bool,
+}
+
+impl Delivery {
+    /// The delay before redelivering a record that has been delivered `deliveries` times.
+    pub fn backoff_after(&self, deliveries: u32) -> Duration {
+        let i = (deliveries.max(1) - 1) as usize;
+        self.backoff
+            .get(i)
+            .or(self.backoff.last())
+            .copied()
+            .unwrap_or(Duration::from_secs(1))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConnector {
+    name: String,
+    kind: Kind,
+    plugin: String,
+    from: Option<String>,
+    to: Option<String>,
+    schedule: Option<String>,
+    listen: Option<String>,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+    #[serde(default)]
+    emits: Vec<String>,
+    #[serde(default)]
+    grants: Grants,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    delivery: RawDelivery,
+    tls: Option<RawTls>,
+    listener: Option<RawListener>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    #[serde(default)]
+    allow: Vec<String>,
+    max_connections: Option<usize>,
+    idle_timeout: Option<String>,
+    frame_timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory: Option<String>,
+    timeout: Option<String>,
+    concurrency: Option<usize>,
+    outputs: Option<usize>,
+    output_bytes: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    max_deliver: Option<u32>,
+    backoff: Option<Vec<String>>,
+    ack_wait: Option<String>,
+    dlq: Option<String>,
+    ordered: Option<bool>,
+}
+
+pub(super) fn validate(
+    c: RawConnector,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    bus: &BusConfig,
+    host: &HostPaths<'_>,
+) -> Result<ConnectorSpec, (String, String)> {
+    let name = c.name.clone();
+    let fail = |reason: String| (name.clone(), reason);
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(fail("name must be one or more of [a-z0-9-]".into()));
+    }
+
+    let plugin = resolve(Path::new(&c.plugin));
+    match std::fs::metadata(&plugin) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err(fail(format!("plugin {} is not a file", plugin.display()))),
+        Err(e) => {
+            return Err(fail(format!(
+                "plugin {} cannot be read: {e}",
+                plugin.display()
+            )));
+        }
+    }
+
+    let needs =
+        |field: &str, value: &Option<String>, wanted: bool| -> Result<(), (String, String)> {
+            match (value, wanted) {
+                (None, true) => Err(fail(format!("a {} needs `{field}`", c.kind))),
+                (Some(_), false) => Err(fail(format!("a {} does not take `{field}`", c.kind))),
+                _ => Ok(()),
+            }
+        };
+    match c.kind {
+        Kind::Transform => {
+            needs("from", &c.from, true)?;
+            needs("to", &c.to, true)?;
+            needs("schedule", &c.schedule, false)?;
+            needs("listen", &c.listen, false)?;
+        }
+        Kind::Sink => {
+            needs("from", &c.from, true)?;
+            needs("to", &c.to, false)?;
+            needs("schedule", &c.schedule, false)?;
+            needs("listen", &c.listen, false)?;
+        }
+        Kind::Source => {
+            needs("from", &c.from, false)?;
+            needs("to", &c.to, true)?;
+            if c.schedule.is_some() == c.listen.is_some() {
+                return Err(fail(
+                    "a source needs exactly one of `schedule` or `listen`".into(),
+                ));
+            }
+        }
+    }
+    if let Some(from) = &c.from {
+        check_subject(from, true).map_err(|e| fail(format!("from {from:?}: {e}")))?;
+    }
+    if let Some(to) = &c.to {
+        check_subject(to, false).map_err(|e| fail(format!("to {to:?}: {e}")))?;
+        if c.from
+            .as_deref()
+            .is_some_and(|from| subject_matches(from, to))
+        {
+            return Err(fail(format!(
+                "to {to:?} is matched by from {:?}: the connector would consume its own output",
+                c.from.as_deref().unwrap_or_default()
+            )));
+        }
+    }
+    for schema in &c.emits {
+        if !crate::contract::is_known(schema) {
+            let known: Vec<&str> = crate::contract::known().collect();
+            return Err(fail(format!(
+                "emits {schema:?}: no such schema (known: {})",
+                known.join(", ")
+            )));
+        }
+    }
+    if !c.emits.is_empty() && c.kind == Kind::Sink {
+        return Err(fail(
+            "a sink publishes nothing, so it takes no `emits`".into(),
+        ));
+    }
+    for file in &c.grants.files {
+        let Some(dir) = file
+            .strip_suffix(":ro")
+            .or_else(|| file.strip_suffix(":rw"))
+        else {
+            return Err(fail(format!(
+                "grants.files {file:?} must end in :ro or :rw"
+            )));
+        };
+        if !resolve(Path::new(dir)).is_dir() {
+            return Err(fail(format!(
+                "grants.files {file:?}: {} is not a directory",
+                resolve(Path::new(dir)).display()
+            )));
+        }
+    }
+    for origin in &c.grants.http {
+        crate::capability::Origin::parse(origin)
+            .map_err(|e| fail(format!("grants.http {origin:?}: {e}")))?;
+    }
+    if let Some(schedule) = &c.schedule {
+        crate::connector::Schedule::parse(schedule)
+            .map_err(|e| fail(format!("schedule {schedule:?}: {e}")))?;
+    }
+    let listener = match c.listen.as_deref().filter(|l| *l != "http") {
+        Some(listen) => Some(listener(listen, c.tls, c.listener.unwrap_or_default(), resolve).map_err(fail)?),
+        None => {
+            if c.tls.is_some() || c.listener.is_some() {
+                return Err(fail(
+                    "[connector.tls] and [connector.listener] belong to an MLLP listener (`listen = \"mllp://…\"` or \"mllp+tls://…\")".into(),
+                ));
+            }
+            None
+        }
+    };
+
+    let limits = Limits {
+        memory: size(c.limits.memory.as_deref(), 64 << 20, "limits.memory", 1 << 20, 4 << 30)
+            .map_err(fail)?,
+        timeout: duration(c.limits.timeout.as_deref(), Duration::from_secs(2), "limits.timeout", HOUR)
+            .map_err(fail)?,
+        concurrency: c.limits.concurrency.unwrap_or(4),
+        outputs: c.limits.outputs.unwrap_or(10_000),
+        output_bytes: size(c.limits.output_bytes.as_deref(), 64 << 20, "limits.output_bytes", 1 << 10, 1 << 30)
+            .map_err(fail)?,
+    };
+    if !(1..=256).contains(&limits.concurrency) {
+        return Err(fail(format!(
+            "limits.concurrency {} must be between 1 and 256",
+            limits.concurrency
+        )));
+    }
+    if !(1..=1_000_000).contains(&limits.outputs) {
+        return Err(fail(format!(
+            "limits.outputs {} must be between 1 and 1000000",
+            limits.outputs
+        )));
+    }
+
+    let backoff = match c.delivery.backoff {
+        None => vec![
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+            Duration::from_secs(30),
+        ],
+        Some(steps) => steps
+            .iter()
+            .map(|s| duration(Some(s), Duration::ZERO, "delivery.backoff", DAY))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(fail)?,
+    };
+    let max_deliver = c.delivery.max_deliver.unwrap_or(5);
+    if max_deliver == 0 {
+        return Err(fail("delivery.max_deliver must be at least 1".into()));
+    }
+    if (max_deliver as usize) < backoff.len() {
+        return Err(fail(format!(
+            "delivery.max_deliver ({max_deliver}) is less than the {} backoff steps; the later steps could never be used",
+            backoff.len()
+        )));
+    }
+    let dlq = c.delivery.dlq.unwrap_or_else(|| format!("dlq.{name}"));
+    check_subject(&dlq, false).map_err(|e| fail(format!("delivery.dlq {dlq:?}: {e}")))?;
+    let delivery = Delivery {
+        max_deliver,
+        backoff,
+        ack_wait: duration(
+            c.delivery.ack_wait.as_deref(),
+            Duration::from_secs(30),
+            "delivery.ack_wait",
+            DAY,
+        )
+        .map_err(fail)?,
+        dlq,
+        ordered: c.delivery.ordered.unwrap_or(false),
+    };
+    if delivery.ack_wait <= limits.timeout {
+        return Err(fail(format!(
+            "delivery.ack_wait ({}) must be longer than limits.timeout ({})",
+            humantime::format_duration(delivery.ack_wait),
+            humantime::format_duration(limits.timeout)
+        )));
+    }
+    // A record redelivered (after ack_wait) or retried (after a backoff step)
+    // re-publishes its outputs; JetStream drops them as duplicates only
+    // within its window.
+    let window = bus.duplicate_window;
+    if c.kind != Kind::Sink {
+        if delivery.ack_wait >= window {
+            return Err(fail(format!(
+                "delivery.ack_wait ({}) must be shorter than [bus].duplicate_window ({}), or a redelivered record's outputs could be stored twice",
+                humantime::format_duration(delivery.ack_wait),
+                humantime::format_duration(window)
+            )));
+        }
+        if let Some(step) = delivery.backoff.iter().find(|step| **step >= window) {
+            return Err(fail(format!(
+                "delivery.backoff step {} must be shorter than [bus].duplicate_window ({}), or a retried record's outputs could be stored twice",
+                humantime::format_duration(*step),
+                humantime::format_duration(window)
+            )));
+        }
+    }
+
+    let file_dirs: Vec<PathBuf> = c
+        .grants
+        .files
+        .iter()
+        .map(|f| resolve(Path::new(f.rsplit_once(':').map_or(f.as_str(), |(d, _)| d))))
+        .collect();
+    for (grant, dir) in c.grants.files.iter().zip(&file_dirs) {
+        for (what, protected) in [("data_dir", Some(host.data_dir)), ("[host].secrets_file", host.secrets_file)] {
+            let Some(protected) = protected else { continue };
+            if overlaps(dir, protected) {
+                return Err(fail(format!(
+                    "grants.files {grant:?} reaches {what} {}, which holds the host's own state; grant a directory apart from it",
+                    protected.display()
+                )));
+            }
+        }
+    }
+
+    Ok(ConnectorSpec {
+        name: c.name,
+        kind: c.kind,
+        plugin,
+        from: c.from,
+        to: c.to,
+        schedule: c.schedule,
+        listen: c.listen,
+        config: c.config,
+        emits: c.emits,
+        file_dirs,
+        grants: c.grants,
+        limits,
+        delivery,
+        listener,
+    })
+}
+
+/// The host's own paths, which no grant may reach.
+pub(super) struct HostPaths<'a> {
+    pub(super) data_dir: &'a Path,
+    pub(super) secrets_file: Option<&'a Path>,
+}
+
+/// Whether a granted directory contains `protected` or lies inside it.
+fn overlaps(granted: &Path, protected: &Path) -> bool {
+    let granted = canonical(granted);
+    let protected = canonical(protected);
+    protected.starts_with(&granted) || granted.starts_with(&protected)
+}
+
+/// The real path of `path`, following symlinks as far as it exists.
+fn canonical(path: &Path) -> PathBuf {
+    if let Ok(real) = path.canonicalize() {
+        return real;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => canonical(parent).join(name),
+        _ => path.to_owned(),
+    }
+}
+
+fn listener(
+    listen: &str,
+    tls: Option<RawTls>,
+    raw: RawListener,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<Listener, String> {
+    let (addr, secure) = if let Some(addr) = listen.strip_prefix("mllp+tls://") {
+        (addr, true)
+    } else if let Some(addr) = listen.strip_prefix("mllp://") {
+        (addr, false)
+    } else {
+        return Err(format!(
+            "listen {listen:?} must be \"http\", \"mllp://<address>:<port>\" or \"mllp+tls://<address>:<port>\""
+        ));
+    };
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("listen {listen:?}: {addr} is not an address like 0.0.0.0:2575"))?;
+    let tls = match (tls, secure) {
+        (Some(tls), true) => {
+            let tls = ListenerTls {
+                cert: resolve(&tls.cert),
+                key: resolve(&tls.key),
+                client_ca: tls.client_ca.as_deref().map(resolve),
+            };
+            for (key, file) in [("cert", Some(&tls.cert)), ("key", Some(&tls.key)), ("client_ca", tls.client_ca.as_ref())] {
+                if let Some(file) = file
+                    && !file.is_file()
+                {
+                    return Err(format!("tls.{key} {} is not a readable file", file.display()));
+                }
+            }
+            Some(tls)
+        }
+        (None, true) => {
+            return Err(format!(
+                "listen {listen:?} needs [connector.tls] with `cert` and `key`"
+            ));
+        }
+        (Some(_), false) => {
+            return Err(format!(
+                "[connector.tls] is set but listen {listen:?} is not mllp+tls://"
+            ));
+        }
+        (None, false) => None,
+    };
+    let allow = raw
+        .allow
+        .iter()
+        .map(|cidr| {
+            cidr.parse::<ipnet::IpNet>()
+                .or_else(|_| cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("listener.allow {cidr:?} is not an address or a CIDR block like 10.20.0.0/16"))
+        })
+        .collect::<Result<_, _>>()?;
+    let max_connections = raw.max_connections.unwrap_or(64);
+    if !(1..=10_000).contains(&max_connections) {
+        return Err(format!(
+            "listener.max_connections {max_connections} must be between 1 and 10000"
+        ));
+    }
+    Ok(Listener {
+        addr,
+        tls,
+        allow,
+        max_connections,
+        idle_timeout: duration(raw.idle_timeout.as_deref(), Duration::from_secs(300), "listener.idle_timeout", DAY)?,
+        frame_timeout: duration(raw.frame_timeout.as_deref(), Duration::from_secs(30), "listener.frame_timeout", HOUR)?,
+    })
+}

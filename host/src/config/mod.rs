@@ -1,0 +1,419 @@
+//! `plexus.toml`: parsing and validation, once, at the edge.
+//!
+//! Everything an operator can get wrong is caught here, before anything starts,
+//! and reported with the file, the connector and the reason. What leaves this
+//! module is typed: sizes in bytes, durations, addresses, CIDR blocks.
+//!
+//! | key | meaning | default |
+//! |---|---|---|
+//! | `[bus].url` | NATS server to connect to (`nats://` or `tls://`) | absent: start an embedded `nats-server` |
+//! | `[bus].nats_server` | `nats-server` binary for the embedded bus | `$PLEXUS_NATS_SERVER`, then `PATH` |
+//! | `[bus].creds` | NATS credentials file (JWT + nkey seed) | none |
+//! | `[bus].nkey` | name of the secret holding an nkey seed | none |
+//! | `[bus].user`, `[bus].password` | user name, and the name of the secret holding its password | none |
+//! | `[bus].tls` | `{ ca, cert, key }` PEM files: the CA to trust, and a client certificate | none |
+//! | `[bus].duplicate_window` | how long JetStream remembers a message id; redeliveries and retries must fall inside it | `2m` |
+//! | `[bus].stream_max_bytes` | size limit of each stream the host creates; when full, publishes are refused (nothing old is dropped) | `1GiB` |
+//! | `[bus].stream_max_age` | age limit of each stream the host creates | `30days` |
+//! | `[bus].bucket_max_bytes` | size limit of each kv bucket the host creates | `64MiB` |
+//! | `[host].data_dir` | embedded bus store, compiled-plugin cache, tokens | `.plexus` beside the config |
+//! | `[host].http` | address of the admin endpoint: dashboard, `/metrics`, `/connectors`, `/ingest/<name>` | `127.0.0.1:7700` |
+//! | `[host].tokens` | the admin endpoint's bearer tokens, stored hashed (`plexus token create`) | `<data_dir>/tokens.toml` |
+//! | `[host].secrets_file` | TOML table of secret values (after `PLEXUS_SECRET_<NAME>`) | none |
+//! | `[[connector]].name` | unique, `[a-z0-9-]+` | required |
+//! | `kind` | `source`, `transform` or `sink` | required |
+//! | `plugin` | path to the `.wasm` component, relative to the config file | required |
+//! | `from` | subject filter consumed (transforms, sinks) | required there |
+//! | `to` | subject published to (sources, transforms) | required there |
+//! | `schedule` | a source's interval (`"30s"`) or cron expression (5 or 6 fields) | |
+//! | `listen` | a source fed from outside: `"http"` (`POST /ingest/<name>`), `"mllp://0.0.0.0:2575"` or `"mllp+tls://0.0.0.0:2575"` | |
+//! | `config` | string table handed to the plugin | empty |
+//! | `emits` | schema ids the connector emits | empty |
+//! | `grants.http` | outbound origins, `scheme://host[:port]` | none |
+//! | `grants.files` | directories, `path:ro` or `path:rw`; the plugin sees each at the path as written; never `data_dir` or the secrets file | none |
+//! | `grants.secrets` | secret names the plugin may read | none |
+//! | `limits.memory` | linear memory cap per instance (1MiB–4GiB) | `64MiB` |
+//! | `limits.timeout` | wall-clock budget per plugin call (at most 1h) | `2s` |
+//! | `limits.concurrency` | instances working in parallel (1–256) | `4` |
+//! | `limits.outputs` | records one call may return | `10000` |
+//! | `limits.output_bytes` | payload bytes one call may return | `64MiB` |
+//! | `delivery.max_deliver` | attempts before dead-lettering | `5` |
+//! | `delivery.backoff` | delays between attempts; the last repeats | `["1s", "5s", "30s"]` |
+//! | `delivery.ack_wait` | how long the bus waits for an ack before redelivering | `30s` |
+//! | `delivery.dlq` | dead-letter subject | `dlq.<name>` |
+//! | `delivery.ordered` | transforms and sinks: one record at a time, in stream order (a retried record comes back after later ones); for stateful plugins that need it | `false` |
+//! | `tls.cert`, `tls.key` | an `mllp+tls://` listener's certificate chain and key (PEM) | required there |
+//! | `tls.client_ca` | when set, MLLP clients must present a certificate from this CA | none |
+//! | `listener.allow` | addresses or CIDR blocks an MLLP listener accepts; others are refused at connect | any |
+//! | `listener.max_connections` | an MLLP listener's open connections; more are refused | `64` |
+//! | `listener.idle_timeout` | an MLLP connection silent this long is closed | `5m` |
+//! | `listener.frame_timeout` | a message begun must be complete within this | `30s` |
+
+mod connector;
+pub mod values;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use connector::{ConnectorSpec, Delivery, Grants, Kind, Limits, Listener, ListenerTls};
+pub use values::{check_subject, parse_bytes, subject_matches};
+
+use values::{DAY, YEAR, duration, size};
+
+/// A config that cannot be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The config file.
+    pub file: PathBuf,
+    /// The connector at fault, when there is one.
+    pub connector: Option<String>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(name) = &self.connector {
+            write!(f, ": connector \"{name}\"")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where it was read from.
+    pub file: PathBuf,
+    /// How to reach the bus and what the host creates on it.
+    pub bus: BusConfig,
+    /// Store and cache directory.
+    pub data_dir: PathBuf,
+    /// Admin endpoint address.
+    pub http: String,
+    /// The admin endpoint's token file.
+    pub tokens: PathBuf,
+    /// TOML table of secret values, after `PLEXUS_SECRET_<NAME>`.
+    pub secrets_file: Option<PathBuf>,
+    /// Connectors in file order.
+    pub connectors: Vec<ConnectorSpec>,
+}
+
+/// `[bus]`: where the bus is, how the host proves who it is, and the limits
+/// of what it creates there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusConfig {
+    /// NATS URL; `None` starts an embedded server.
+    pub url: Option<String>,
+    /// `nats-server` binary for the embedded bus, if set.
+    pub nats_server: Option<PathBuf>,
+    /// Credentials file.
+    pub creds: Option<PathBuf>,
+    /// Secret holding an nkey seed.
+    pub nkey: Option<String>,
+    /// User name.
+    pub user: Option<String>,
+    /// Secret holding the user's password.
+    pub password: Option<String>,
+    /// TLS towards the server.
+    pub tls: Option<BusTls>,
+    /// JetStream's duplicate window on the streams the host creates.
+    pub duplicate_window: Duration,
+    /// Size limit of each stream the host creates.
+    pub stream_max_bytes: usize,
+    /// Age limit of each stream the host creates.
+    pub stream_max_age: Duration,
+    /// Size limit of each kv bucket the host creates.
+    pub bucket_max_bytes: usize,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            url: None,
+            nats_server: None,
+            creds: None,
+            nkey: None,
+            user: None,
+            password: None,
+            tls: None,
+            duplicate_window: Duration::from_secs(120),
+            stream_max_bytes: 1 << 30,
+            stream_max_age: 30 * DAY,
+            bucket_max_bytes: 64 << 20,
+        }
+    }
+}
+
+/// `[bus].tls`: PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusTls {
+    /// The CA that signed the server's certificate.
+    pub ca: Option<PathBuf>,
+    /// A client certificate, for servers that verify clients.
+    pub cert: Option<PathBuf>,
+    /// The client certificate's key.
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    bus: RawBus,
+    #[serde(default)]
+    host: RawHost,
+    /// Deserialized one by one, so an error can name its connector.
+    #[serde(default, rename = "connector")]
+    connectors: Vec<toml::Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBus {
+    url: Option<String>,
+    nats_server: Option<PathBuf>,
+    creds: Option<PathBuf>,
+    nkey: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    tls: Option<BusTls>,
+    duplicate_window: Option<String>,
+    stream_max_bytes: Option<String>,
+    stream_max_age: Option<String>,
+    bucket_max_bytes: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    data_dir: Option<PathBuf>,
+    http: Option<String>,
+    tokens: Option<PathBuf>,
+    secrets_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: file.to_owned(),
+            connector: None,
+            reason: format!("cannot read: {e}"),
+        })?;
+        Config::parse(file, &text)
+    }
+
+    /// Validate config text as if read from `file` (relative paths resolve against its directory).
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let err = |connector: Option<&str>, reason: String| ConfigError {
+            file: file.to_owned(),
+            connector: connector.map(str::to_owned),
+            reason,
+        };
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| err(None, e.to_string().trim_end().to_owned()))?;
+        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            }
+        };
+
+        let http = raw.host.http.unwrap_or_else(|| "127.0.0.1:7700".into());
+        if http.parse::<std::net::SocketAddr>().is_err() {
+            return Err(err(
+                None,
+                format!("[host].http {http:?} is not an address like 127.0.0.1:7700"),
+            ));
+        }
+        let bus = bus(raw.bus, &resolve).map_err(|reason| err(None, reason))?;
+        let data_dir = resolve(&raw.host.data_dir.unwrap_or_else(|| ".plexus".into()));
+        let secrets_file = raw.host.secrets_file.map(|p| resolve(&p));
+        let tokens = raw
+            .host
+            .tokens
+            .map_or_else(|| data_dir.join("tokens.toml"), |p| resolve(&p));
+        let host = connector::HostPaths {
+            data_dir: &data_dir,
+            secrets_file: secrets_file.as_deref(),
+        };
+
+        let mut connectors: Vec<ConnectorSpec> = Vec::with_capacity(raw.connectors.len());
+        for (i, value) in raw.connectors.into_iter().enumerate() {
+            let label = value
+                .get("name")
+                .and_then(toml::Value::as_str)
+                .map_or_else(|| format!("#{}", i + 1), str::to_owned);
+            let c = connector::RawConnector::deserialize(value)
+                .map_err(|e| err(Some(&label), e.message().to_owned()))?;
+            let spec = connector::validate(c, &resolve, &bus, &host)
+                .map_err(|(name, reason)| err(Some(&name), reason))?;
+            if connectors.iter().any(|other| other.name == spec.name) {
+                return Err(err(
+                    Some(&spec.name),
+                    "the name is used by another connector".into(),
+                ));
+            }
+            if let Some(addr) = spec.listener.as_ref().map(|l| l.addr)
+                && let Some(other) = connectors
+                    .iter()
+                    .find(|o| o.listener.as_ref().is_some_and(|l| l.addr == addr))
+            {
+                return Err(err(
+                    Some(&spec.name),
+                    format!("listens on {addr}, as connector \"{}\" does", other.name),
+                ));
+            }
+            connectors.push(spec);
+        }
+
+        Ok(Config {
+            file: file.to_owned(),
+            bus,
+            data_dir,
+            http,
+            tokens,
+            secrets_file,
+            connectors,
+        })
+    }
+}
+
+fn bus(raw: RawBus, resolve: &dyn Fn(&Path) -> PathBuf) -> Result<BusConfig, String> {
+    let defaults = BusConfig::default();
+    if let Some(url) = raw.url.as_deref() {
+        for one in url.split(',') {
+            if one.contains("://") && !(one.starts_with("nats://") || one.starts_with("tls://")) {
+                return Err(format!(
+                    "[bus].url {:?} must be a nats:// or tls:// URL",
+                    crate::bus::redact_url(one)
+                ));
+            }
+        }
+    }
+    if raw.url.is_none()
+        && (raw.creds.is_some()
+            || raw.nkey.is_some()
+            || raw.user.is_some()
+            || raw.password.is_some()
+            || raw.tls.is_some())
+    {
+        return Err(
+            "[bus] credentials and tls are for a bus named by [bus].url; the embedded bus makes its own"
+                .into(),
+        );
+    }
+    let methods = [raw.creds.is_some(), raw.nkey.is_some(), raw.user.is_some()]
+        .iter()
+        .filter(|m| **m)
+        .count();
+    if methods > 1 {
+        return Err("[bus] takes one of `creds`, `nkey` or `user` + `password`".into());
+    }
+    if raw.user.is_some() != raw.password.is_some() {
+        return Err("[bus].user and [bus].password go together (password names a secret)".into());
+    }
+    let creds = raw.creds.map(|p| resolve(&p));
+    if let Some(creds) = &creds
+        && !creds.is_file()
+    {
+        return Err(format!(
+            "[bus].creds {} is not a readable file",
+            creds.display()
+        ));
+    }
+    let tls = match raw.tls {
+        Some(tls) => {
+            let tls = BusTls {
+                ca: tls.ca.map(|p| resolve(&p)),
+                cert: tls.cert.map(|p| resolve(&p)),
+                key: tls.key.map(|p| resolve(&p)),
+            };
+            if tls.cert.is_some() != tls.key.is_some() {
+                return Err("[bus].tls `cert` and `key` go together".into());
+            }
+            for (key, file) in [("ca", &tls.ca), ("cert", &tls.cert), ("key", &tls.key)] {
+                if let Some(file) = file
+                    && !file.is_file()
+                {
+                    return Err(format!(
+                        "[bus].tls.{key} {} is not a readable file",
+                        file.display()
+                    ));
+                }
+            }
+            Some(tls)
+        }
+        None => None,
+    };
+    Ok(BusConfig {
+        url: raw.url,
+        nats_server: raw.nats_server.map(|p| resolve(&p)),
+        creds,
+        nkey: raw.nkey,
+        user: raw.user,
+        password: raw.password,
+        tls,
+        duplicate_window: duration(
+            raw.duplicate_window.as_deref(),
+            defaults.duplicate_window,
+            "[bus].duplicate_window",
+            DAY,
+        )?,
+        stream_max_bytes: size(
+            raw.stream_max_bytes.as_deref(),
+            defaults.stream_max_bytes,
+            "[bus].stream_max_bytes",
+            1 << 20,
+            1 << 50,
+        )?,
+        stream_max_age: duration(
+            raw.stream_max_age.as_deref(),
+            defaults.stream_max_age,
+            "[bus].stream_max_age",
+            10 * YEAR,
+        )?,
+        bucket_max_bytes: size(
+            raw.bucket_max_bytes.as_deref(),
+            defaults.bucket_max_bytes,
+            "[bus].bucket_max_bytes",
+            1 << 16,
+            1 << 40,
+        )?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// Fuzz: any text is a config or an error, never a panic.
+        #[test]
+        fn fuzz_any_text_is_a_config_or_an_error(text in "(\\[\\[connector\\]\\]\n|\\[host\\]\n|\\[bus\\]\n|[a-z_.]{1,12} = (\"[a-z0-9.>* :/-]{0,16}\"|[0-9]{1,3}|\\[\"[a-z0-9]{0,4}\"\\]|\\{ [a-z]{1,4} = \"x\" \\})\n){0,16}") {
+            let _ = Config::parse(Path::new("/tmp/fuzz.toml"), &text);
+        }
+    }
+
+    #[test]
+    fn backoff_repeats_the_last_step() {
+        let d = Delivery {
+            max_deliver: 5,
+            backoff: vec![Duration::from_secs(1), Duration::from_secs(5)],
+            ack_wait: Duration::from_secs(30),
+            dlq: "dlq.x".into(),
+            ordered: false,
+        };
+        assert_eq!(d.backoff_after(1), Duration::from_secs(1));
+        assert_eq!(d.backoff_after(2), Duration::from_secs(5));
+        assert_eq!(d.backoff_after(9), Duration::from_secs(5));
+    }
+}
