@@ -35,7 +35,7 @@ async fn ls_and_status_show_counts_errors_dead_letters_and_lag() {
         "stuck",
         "in.stuck",
         "out.stuck",
-        "config = { mode = \"fail\", retryable = \"true\" }\n[connector.delivery]\nmax_deliver = 3\nbackoff = [\"1h\"]",
+        "config = { mode = \"fail\", retryable = \"true\" }\n[connector.delivery]\nmax_deliver = 3\nbackoff = [\"90s\"]",
     );
     let file = write_config(bus.dir.path(), Some(bus.url()), &(picky + &stuck));
     let host = start_host(&file).await;

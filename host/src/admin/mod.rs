@@ -8,13 +8,13 @@
 //!
 //! Callers send `Authorization: Bearer <token>`; tokens live hashed in
 //! `[host].tokens` (`tokens.rs`). Without a token → 401, with one whose role
-//! does not cover the route → 403. A host with no tokens at all serves
-//! without them, but only on a loopback address (a non-loopback `[host].http`
+//! does not cover the route → 403. A host with no token file serves without
+//! tokens, but only on a loopback address (a non-loopback `[host].http`
 //! without tokens refuses to start), and even then it refuses requests a
 //! browser sends on another site's behalf (an `Origin` that is not this
 //! endpoint) and requests for a `Host` that is not a loopback name (DNS
-//! rebinding). A token-holding host whose tokens are all revoked refuses
-//! everyone.
+//! rebinding). Once a token file exists, a token is always needed: revoking
+//! the last one locks everyone out rather than opening the door.
 //!
 //! Limits: a header must arrive within [`HEADER_TIMEOUT`], a whole request
 //! within [`REQUEST_TIMEOUT`]; bodies are capped per route (ingest at
@@ -110,8 +110,8 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen on [host].http {addr}"))?;
     let bound = listener.local_addr()?;
-    if !admin.tokens.any() {
-        tracing::warn!(address = %bound, "The admin endpoint has no tokens: it answers anyone on this machine. Create tokens with `plexus token create`.");
+    if !admin.tokens.configured() {
+        tracing::warn!(address = %bound, "The admin endpoint has no token file: it answers anyone on this machine. Create tokens with `plexus token create`.");
     }
     let guard = Guard {
         tokens: admin.tokens.clone(),
@@ -215,7 +215,7 @@ async fn authorize(State(guard): State<Guard>, mut request: Request, next: Next)
     let what = format!("{peer} {} {}", request.method(), request.uri().path());
     let refuse = |status, reason: &str| refuse(&guard, status, &what, reason);
     let headers = request.headers();
-    if !guard.tokens.any() {
+    if !guard.tokens.configured() {
         if !guard.open_without_tokens {
             return refuse(StatusCode::UNAUTHORIZED, "this endpoint needs a token, and none exists");
         }
@@ -371,7 +371,9 @@ async fn ingest(
     axum::Extension(caller): axum::Extension<Caller>,
     body: bytes::Bytes,
 ) -> impl IntoResponse {
-    match state.inbound.ingest(&connector, body, &caller.name).await {
+    // Records are known by key and content, not by which token sent them:
+    // a retry after a token is rotated is still the same record.
+    match state.inbound.ingest(&connector, body, "").await {
         None => (
             StatusCode::NOT_FOUND,
             format!("no connector {connector:?} takes HTTP ingest\n"),

@@ -114,7 +114,8 @@ pub struct Tokens {
 
 #[derive(Default)]
 struct Loaded {
-    stamp: Option<(SystemTime, u64)>,
+    /// Modification time, size, inode and change time when last read.
+    stamp: Option<(SystemTime, u64, u64, i64)>,
     entries: Arc<Vec<(Caller, [u8; 32])>>,
 }
 
@@ -127,6 +128,13 @@ impl Tokens {
         };
         tokens.refresh()?;
         Ok(tokens)
+    }
+
+    /// Whether the token file exists (tokens are then always required,
+    /// even if every one was revoked).
+    pub fn configured(&self) -> bool {
+        let _ = self.refresh_logged();
+        self.loaded.lock().is_ok_and(|l| l.stamp.is_some())
     }
 
     /// Whether any token exists.
@@ -164,7 +172,15 @@ impl Tokens {
     /// Re-read the file if it changed since it was last read.
     fn refresh(&self) -> anyhow::Result<()> {
         let stamp = match std::fs::metadata(&self.path) {
-            Ok(meta) => Some((meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len())),
+            Ok(meta) => {
+                use std::os::unix::fs::MetadataExt as _;
+                Some((
+                    meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    meta.len(),
+                    meta.ino(),
+                    meta.ctime_nsec() + meta.ctime() * 1_000_000_000,
+                ))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e).with_context(|| format!("{}", self.path.display())),
         };

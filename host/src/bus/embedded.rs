@@ -238,7 +238,13 @@ impl EmbeddedNats {
 impl Drop for EmbeddedNats {
     fn drop(&mut self) {
         self.stop();
-        let _ = std::fs::remove_file(self.store.join("nats-server.pid"));
+        // Only our own: after a restart the file names the new server.
+        let pid_file = self.store.join("nats-server.pid");
+        if std::fs::read_to_string(&pid_file)
+            .is_ok_and(|text| text.trim() == self.child.id().to_string())
+        {
+            let _ = std::fs::remove_file(pid_file);
+        }
     }
 }
 
@@ -319,9 +325,16 @@ fn stop_orphan(store: &Path) {
     else {
         return;
     };
+    // Ours only if it runs on exactly this store (a recycled pid could be
+    // anything, another store's server included).
+    let jetstream = store.join("jetstream");
     let is_ours = std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        cmdline.contains("nats-server") && cmdline.contains(&*store.to_string_lossy())
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        args.first()
+            .is_some_and(|program| program.ends_with(b"nats-server"))
+            && args
+                .windows(2)
+                .any(|w| w[0] == b"-sd" && w[1] == jetstream.as_os_str().as_encoded_bytes())
     });
     if is_ours {
         tracing::warn!(pid, store = %store.display(), "Stopping a nats-server left running on this store by a host that did not stop cleanly.");

@@ -65,21 +65,29 @@ impl HttpGate {
     }
 }
 
-/// Why `uri` may not be requested, if it may not.
-async fn refusal(grants: &[Origin], uri: &http::Uri) -> Option<String> {
+/// Where a granted request may go: the addresses the check approved, the
+/// name TLS verifies, and whether it is TLS.
+struct Approved {
+    addrs: Vec<std::net::SocketAddr>,
+    host: String,
+    tls: bool,
+}
+
+/// The addresses `uri` may be sent to, or why it may not be requested.
+async fn approve(grants: &[Origin], uri: &http::Uri) -> Result<Approved, String> {
     let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
     let Some(host) = uri
         .host()
         .map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase())
     else {
-        return Some("request has no host".into());
+        return Err("request has no host".into());
     };
     let port = uri
         .port_u16()
         .unwrap_or(if scheme == "https" { 443 } else { 80 });
     let wanted = Origin { scheme, host, port };
     let Some(grant) = grants.iter().find(|g| **g == wanted) else {
-        return Some(format!(
+        return Err(format!(
             "{}://{}:{} is not granted",
             wanted.scheme, wanted.host, wanted.port
         ));
@@ -89,40 +97,73 @@ async fn refusal(grants: &[Origin], uri: &http::Uri) -> Option<String> {
         Ok(ip) => vec![ip],
         Err(_) => match tokio::net::lookup_host((wanted.host.as_str(), wanted.port)).await {
             Ok(addrs) => addrs.map(|a| a.ip()).collect(),
-            Err(e) => return Some(format!("cannot resolve {}: {e}", wanted.host)),
+            Err(e) => return Err(format!("cannot resolve {}: {e}", wanted.host)),
         },
     };
-    for ip in addrs {
-        if is_internal(ip) && granted_literal != Some(ip) {
-            return Some(format!(
+    if addrs.is_empty() {
+        return Err(format!("{} resolves to no address", wanted.host));
+    }
+    for ip in &addrs {
+        if is_internal(*ip) && granted_literal != Some(*ip) {
+            return Err(format!(
                 "{} resolves to the internal address {ip}, which is granted only by name of the address itself",
                 wanted.host
             ));
         }
     }
-    None
+    Ok(Approved {
+        addrs: addrs
+            .into_iter()
+            .map(|ip| std::net::SocketAddr::new(ip, wanted.port))
+            .collect(),
+        tls: wanted.scheme == "https",
+        host: wanted.host,
+    })
 }
 
-/// Loopback, private, link-local, shared, unique-local or unspecified.
+/// Any address that is not an ordinary public unicast one: loopback,
+/// private, link-local, shared (CGNAT), unique-local, unspecified,
+/// multicast, benchmarking, documentation and reserved ranges, and the
+/// IPv6 forms that carry an IPv4 address (mapped, NAT64, 6to4, Teredo),
+/// which could carry an internal one.
 fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
                 || v4.is_unspecified()
                 || v4.is_broadcast()
+                || v4.is_multicast()
+                || a == 0
                 || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 192 && b == 0 && c == 2)
+                || (a == 198 && (b == 18 || b == 19))
+                || (a == 198 && b == 51 && c == 100)
+                || (a == 203 && b == 0 && c == 113)
+                || a >= 240
         }
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => is_internal(IpAddr::V4(v4)),
             None => {
-                let first = v6.segments()[0];
+                let s = v6.segments();
                 v6.is_loopback()
                     || v6.is_unspecified()
-                    || (first & 0xfe00) == 0xfc00
-                    || (first & 0xffc0) == 0xfe80
+                    || v6.is_multicast()
+                    || (s[0] & 0xfe00) == 0xfc00
+                    || (s[0] & 0xffc0) == 0xfe80
+                    // NAT64 (64:ff9b::/96 and 64:ff9b:1::/48)
+                    || (s[0] == 0x64 && s[1] == 0xff9b)
+                    // 6to4
+                    || s[0] == 0x2002
+                    // Teredo and documentation
+                    || (s[0] == 0x2001 && (s[1] == 0 || s[1] == 0x0db8))
+                    // discard-only
+                    || (s[0] == 0x100 && s[1] == 0 && s[2] == 0 && s[3] == 0)
+                    // IPv4-compatible (deprecated ::a.b.c.d)
+                    || (s[..6].iter().all(|x| *x == 0))
             }
         },
     }
@@ -146,14 +187,25 @@ impl WasiHttpHooks for HttpGate {
     ) -> ResponseFuture {
         let connector = self.connector.clone();
         Box::new(async move {
-            if let Some(reason) = refusal(&connector.grants.http, request.uri()).await {
-                connector.denied(
-                    "http",
-                    &format!("{} {}: {reason}", request.method(), request.uri()),
-                );
-                return Err(Error::HttpRequestDenied);
-            }
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            let approved = match approve(&connector.grants.http, request.uri()).await {
+                Ok(approved) => approved,
+                Err(reason) => {
+                    connector.denied(
+                        "http",
+                        &format!("{} {}: {reason}", request.method(), request.uri()),
+                    );
+                    return Err(Error::HttpRequestDenied);
+                }
+            };
+            // To the checked addresses only: the name is not resolved again.
+            let (response, io) = super::http_send::send(
+                request,
+                options,
+                &approved.addrs,
+                &approved.host,
+                approved.tls,
+            )
+            .await?;
             Ok((
                 response.map(|b| b.boxed_unsync()),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,
@@ -183,20 +235,24 @@ mod tests {
     #[tokio::test]
     async fn only_granted_origins_pass() {
         let g = grants(&["http://127.0.0.1:8080", "https://localhost"]);
-        assert_eq!(
-            refusal(&g, &"http://127.0.0.1:8080/x".parse().unwrap()).await,
-            None
-        );
-        let r = refusal(&g, &"http://127.0.0.1:8081/x".parse().unwrap())
+        let approved = approve(&g, &"http://127.0.0.1:8080/x".parse().unwrap())
             .await
             .unwrap();
-        assert!(r.contains("is not granted"), "{r}");
-        let r = refusal(&g, &"http://10.1.2.3/".parse().unwrap())
+        assert_eq!(approved.addrs, ["127.0.0.1:8080".parse().unwrap()]);
+        assert!(!approved.tls);
+        let r = approve(&g, &"http://127.0.0.1:8081/x".parse().unwrap())
             .await
+            .err()
             .unwrap();
         assert!(r.contains("is not granted"), "{r}");
-        let r = refusal(&g, &"https://localhost/".parse().unwrap())
+        let r = approve(&g, &"http://10.1.2.3/".parse().unwrap())
             .await
+            .err()
+            .unwrap();
+        assert!(r.contains("is not granted"), "{r}");
+        let r = approve(&g, &"https://localhost/".parse().unwrap())
+            .await
+            .err()
             .unwrap();
         assert!(
             r.contains("internal address"),
@@ -218,6 +274,20 @@ mod tests {
             "fe80::1",
             "fd00::1",
             "::ffff:127.0.0.1",
+            "0.1.2.3",
+            "198.18.0.1",
+            "198.19.255.1",
+            "240.0.0.1",
+            "255.255.255.255",
+            "224.0.0.1",
+            "192.0.2.10",
+            "64:ff9b::7f00:1",
+            "64:ff9b:1::a00:1",
+            "2002:7f00:1::1",
+            "2001::1",
+            "2001:db8::1",
+            "::127.0.0.1",
+            "ff02::1",
         ] {
             assert!(is_internal(ip.parse().unwrap()), "{ip}");
         }

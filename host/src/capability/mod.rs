@@ -7,6 +7,7 @@
 
 mod config;
 mod http;
+mod http_send;
 mod kv;
 mod log;
 mod secrets;

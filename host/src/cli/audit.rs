@@ -11,8 +11,8 @@ use crate::observe::audit;
 pub(super) async fn verify(file: &Path) -> Result<(), HostError> {
     let config = Config::load(file)?;
     let bus = super::connect_bus(&config).await?;
-    let stored = audit::read(&bus.js, None).await?;
-    match audit::verify(&stored) {
+    let (stored, aged_out) = audit::read(&bus.js, None).await?;
+    match audit::verify(&stored, aged_out) {
         Ok(verified) => {
             println!(
                 "{}: ok, {} record(s) in {} chain(s)",
@@ -31,7 +31,7 @@ pub(super) async fn list(file: &Path, since: Option<Duration>) -> Result<(), Hos
     let config = Config::load(file)?;
     let bus = super::connect_bus(&config).await?;
     let since = since.and_then(|ago| SystemTime::now().checked_sub(ago));
-    for stored in audit::read(&bus.js, since).await? {
+    for stored in audit::read(&bus.js, since).await?.0 {
         match stored.record {
             Ok(r) => println!(
                 "{}  {:<18} {:<24} {:<16} {}",

@@ -45,7 +45,7 @@
 //! | `tls.cert`, `tls.key` | an `mllp+tls://` listener's certificate chain and key (PEM) | required there |
 //! | `tls.client_ca` | when set, MLLP clients must present a certificate from this CA | none |
 //! | `listener.allow` | addresses or CIDR blocks an MLLP listener accepts; others are refused at connect | any |
-//! | `listener.max_connections` | an MLLP listener's open connections; more are refused | `64` |
+//! | `listener.max_connections` | an MLLP listener's open connections; one more closes the connection silent longest | `64` |
 //! | `listener.idle_timeout` | an MLLP connection silent this long is closed | `5m` |
 //! | `listener.frame_timeout` | a message begun must be complete within this | `30s` |
 

@@ -34,10 +34,10 @@ pub(super) fn of(origin: &str, key: &str, payload: &[u8]) -> String {
     let digest = h.finalize();
     let mut id = String::with_capacity(origin.len() + key.len() + 34);
     if !origin.is_empty() {
-        id.push_str(origin);
+        escape_into(&mut id, origin);
         id.push('|');
     }
-    id.push_str(key);
+    escape_into(&mut id, key);
     id.push('#');
     for b in &digest[..16] {
         id.push(char::from(HEX[usize::from(b >> 4)]));
@@ -47,6 +47,23 @@ pub(super) fn of(origin: &str, key: &str, payload: &[u8]) -> String {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Append `text` with control characters and `%` percent-encoded: an
+/// identity travels in headers, which cannot hold line breaks.
+fn escape_into(out: &mut String, text: &str) {
+    for c in text.chars() {
+        if c.is_control() || c == '%' {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push('%');
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0xf)]));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+}
 
 /// Notices a key that comes back with different content.
 #[derive(Default)]
@@ -107,8 +124,12 @@ mod tests {
         assert_ne!(a, of("LAB-B^GEN", "1001", b"MSH|order for ward 3"));
         assert_ne!(a, of("LAB-A^GEN", "1001", b"MSH|order for ward 4"));
         assert!(a.starts_with("LAB-A^GEN|1001#") && a.len() == "LAB-A^GEN|1001#".len() + 32);
-        // The separator cannot be forged by a key: the digest ends every identity.
+        // The separator cannot be forged by a key: the digest covers both.
         assert_ne!(of("", "a|b", b"x"), of("a", "b", b"x"));
+        // Line breaks never reach a header.
+        let broken = of("LAB\r", "A\nB", b"x");
+        assert!(broken.starts_with("LAB%0d|A%0aB#"), "{broken}");
+        assert!(!broken.contains(['\r', '\n']));
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::capability::redact;
 use crate::config::{Delivery, Limits};
 use crate::contract::Contracts;
 use crate::observe::Metrics;
-use crate::plugin::Pool;
+use crate::plugin::{FaultKind, Pool};
 
 /// Why an inbound message was not taken.
 #[derive(Debug, thiserror::Error)]
@@ -84,10 +84,14 @@ impl Source {
         let mut first = true;
         let mut failures = 0u32;
         'schedule: loop {
-            let mut wait = schedule.delay(first);
-            if failures > 0 {
-                wait = wait.max(self.delivery.backoff_after(failures));
-            }
+            // After a failure, try again after the backoff rather than the
+            // schedule: a poll published but not committed must be retried
+            // while JetStream still remembers its ids.
+            let wait = if failures > 0 {
+                self.delivery.backoff_after(failures)
+            } else {
+                schedule.delay(first)
+            };
             first = false;
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -200,6 +204,13 @@ impl Source {
             Ok(Err(PluginError::Retryable(reason))) => {
                 self.metrics.error(&self.name, "retryable");
                 return Err(IngestError::Unavailable(reason));
+            }
+            // Not the message's fault: the sender should try again.
+            Err(fault)
+                if matches!(fault.kind, FaultKind::Instantiate | FaultKind::Released) =>
+            {
+                self.metrics.error(&self.name, fault.kind.as_str());
+                return Err(IngestError::Unavailable(fault.to_string()));
             }
             Err(fault) => {
                 self.metrics.error(&self.name, fault.kind.as_str());

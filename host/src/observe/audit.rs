@@ -72,7 +72,20 @@ struct Event {
 pub struct Audit {
     tx: Option<mpsc::Sender<Event>>,
     metrics: Option<Arc<super::Metrics>>,
+    refusals: Arc<std::sync::Mutex<Refusals>>,
 }
+
+/// Refusals are recorded at most once per [`REFUSALS_EVERY`] per endpoint,
+/// with how many there were: a flood of bad requests must not crowd out
+/// what operators did.
+#[derive(Default)]
+struct Refusals {
+    last: std::collections::HashMap<String, std::time::Instant>,
+    since: std::collections::HashMap<String, u64>,
+}
+
+/// The least time between two `auth_failure` records of one endpoint.
+pub const REFUSALS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl std::fmt::Debug for Audit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -112,16 +125,41 @@ impl Audit {
                 }
             }
         });
-        Ok((Audit { tx: Some(tx), metrics }, Writer { task, stop }))
+        Ok((
+            Audit {
+                tx: Some(tx),
+                metrics,
+                refusals: Arc::default(),
+            },
+            Writer { task, stop },
+        ))
     }
 
     /// Record `event` by `actor`.
     pub fn record(&self, event: &'static str, actor: &str, detail: &str) {
         let Some(tx) = &self.tx else { return };
+        let mut detail: String = detail.chars().take(1024).collect();
+        if event == "auth_failure" {
+            // Throttled, and never into the half of the queue kept for the rest.
+            let Ok(mut refusals) = self.refusals.lock() else { return };
+            let now = std::time::Instant::now();
+            let due = refusals
+                .last
+                .get(actor)
+                .is_none_or(|at| now.duration_since(*at) >= REFUSALS_EVERY);
+            if !due || tx.capacity() < QUEUE / 2 {
+                *refusals.since.entry(actor.to_owned()).or_default() += 1;
+                return;
+            }
+            refusals.last.insert(actor.to_owned(), now);
+            if let Some(more) = refusals.since.remove(actor).filter(|n| *n > 0) {
+                detail.push_str(&format!(" (and {more} more refused before it, not recorded one by one)"));
+            }
+        }
         let event = Event {
             event,
             actor: actor.to_owned(),
-            detail: detail.chars().take(1024).collect(),
+            detail,
         };
         if tx.try_send(event).is_err() {
             if let Some(metrics) = &self.metrics {
@@ -264,20 +302,28 @@ fn digest(bytes: &[u8]) -> String {
 pub struct Stored {
     /// The stream sequence.
     pub sequence: u64,
+    /// The subject it was stored on.
+    pub subject: String,
     /// The record, if it parses.
     pub record: Result<Record, String>,
     raw: bytes::Bytes,
 }
 
-/// Every record in the audit stream, oldest first (since `since`, if given).
+/// Every record in the audit stream, oldest first (since `since`, if
+/// given), and whether the oldest have aged out of the stream.
 pub async fn read(
     js: &jetstream::Context,
     since: Option<SystemTime>,
-) -> anyhow::Result<Vec<Stored>> {
-    let stream = match js.get_stream(STREAM).await {
+) -> anyhow::Result<(Vec<Stored>, bool)> {
+    let mut stream = match js.get_stream(STREAM).await {
         Ok(stream) => stream,
-        Err(_) => return Ok(Vec::new()),
+        Err(_) => return Ok((Vec::new(), false)),
     };
+    let aged_out = stream
+        .info()
+        .await
+        .map(|info| info.state.first_sequence > 1)
+        .unwrap_or(false);
     let mut out = Vec::new();
     let mut next = 1;
     loop {
@@ -297,12 +343,13 @@ pub async fn read(
             continue;
         }
         out.push(Stored {
+            subject: message.subject.to_string(),
             sequence: message.sequence,
             record: serde_json::from_slice(&message.payload).map_err(|e| e.to_string()),
             raw: message.payload,
         });
     }
-    Ok(out)
+    Ok((out, aged_out))
 }
 
 /// What `verify` found.
@@ -315,14 +362,27 @@ pub struct Verified {
 }
 
 /// Walk every chain; the first record that does not follow its predecessor
-/// is the error, named by chain, number and stream sequence.
-pub fn verify(stored: &[Stored]) -> Result<Verified, String> {
+/// is the error, named by chain, number and stream sequence. When the
+/// stream's oldest records have aged out (`aged_out`), a chain may begin
+/// after its first record.
+pub fn verify(stored: &[Stored], aged_out: bool) -> Result<Verified, String> {
     let mut chains: std::collections::HashMap<String, (u64, String)> = Default::default();
     for item in stored {
         let record = item.record.as_ref().map_err(|e| {
             format!("stream sequence {}: not an audit record ({e}): it was altered", item.sequence)
         })?;
-        let expected = chains.get(&record.writer).map_or((1, String::new()), |(seq, hash)| (seq + 1, hash.clone()));
+        if item.subject != format!("plexus.audit.{}", record.writer) {
+            return Err(format!(
+                "stream sequence {}: a record of chain {} stored on {}: it was put there by hand",
+                item.sequence, record.writer, item.subject
+            ));
+        }
+        let expected = match chains.get(&record.writer) {
+            Some((seq, hash)) => (seq + 1, hash.clone()),
+            // The oldest records aged out: the chain goes on from here.
+            None if aged_out && record.seq > 1 => (record.seq, record.prev.clone()),
+            None => (1, String::new()),
+        };
         if record.seq != expected.0 {
             let missing = if record.seq == expected.0 + 1 {
                 format!("record {} was removed", expected.0)
@@ -393,22 +453,35 @@ mod tests {
                 };
                 let raw = bytes::Bytes::from(serde_json::to_vec(&record).unwrap());
                 prev = digest(&raw);
-                Stored { sequence: seq, record: Ok(record), raw }
+                Stored {
+                    sequence: seq,
+                    subject: "plexus.audit.w".into(),
+                    record: Ok(record),
+                    raw,
+                }
             })
             .collect()
     }
 
     #[test]
     fn an_untouched_chain_verifies() {
-        assert_eq!(verify(&chain(5)), Ok(Verified { chains: 1, records: 5 }));
+        assert_eq!(verify(&chain(5), false), Ok(Verified { chains: 1, records: 5 }));
     }
 
     #[test]
     fn a_removed_record_is_named() {
         let mut c = chain(5);
         c.remove(2);
-        let e = verify(&c).unwrap_err();
+        let e = verify(&c, false).unwrap_err();
         assert!(e.contains("record 4 (stream sequence 4) follows record 2: record 3 was removed"), "{e}");
+    }
+
+    #[test]
+    fn a_chain_whose_oldest_records_aged_out_still_verifies() {
+        let mut c = chain(5);
+        c.drain(..2);
+        assert!(verify(&c, false).is_err(), "without retention, a missing start is a removal");
+        assert_eq!(verify(&c, true), Ok(Verified { chains: 1, records: 3 }));
     }
 
     #[test]
@@ -418,7 +491,7 @@ mod tests {
         altered.detail = "nothing to see".into();
         c[1].raw = serde_json::to_vec(&altered).unwrap().into();
         c[1].record = Ok(altered);
-        let e = verify(&c).unwrap_err();
+        let e = verify(&c, false).unwrap_err();
         assert!(e.contains("record 3 (stream sequence 3) does not follow record 2: record 2 was altered"), "{e}");
     }
 }

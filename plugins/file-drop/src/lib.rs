@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead as _, Seek as _};
 use std::time::{Duration, SystemTime};
 
-use plexus_sdk::{Error, PollResult, Record, Source, config};
+use plexus_sdk::{Error, PollResult, Record, Source, config, log};
 
 struct FileDrop;
 
@@ -106,7 +106,20 @@ impl Source for FileDrop {
         let mut waiting = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| Error::Retryable(format!("cannot list {dir}: {e}")))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+            // A name that is not UTF-8, or holds a line break or tab (the
+            // cursor's separators), cannot be kept in the cursor: it is left
+            // where it is, and said so.
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                log::warn(&format!(
+                    "skipping {:?} in {dir}: its name is not UTF-8",
+                    entry.file_name()
+                ));
+                continue;
+            };
+            if name.contains(['\n', '\r', '\t']) {
+                log::warn(&format!("skipping {name:?} in {dir}: its name holds a line break or tab"));
+                continue;
+            }
             let Ok(meta) = entry.metadata() else { continue };
             if !meta.is_file()
                 || name.starts_with('.')

@@ -13,9 +13,12 @@
 //!   handshake (each counted in `plexus_auth_failures_total{endpoint="mllp"}`);
 //! - at most `listener.max_connections` are open; a new connection beyond
 //!   that closes the one that has been silent longest (senders reconnect when
-//!   they have something to send), so stale connections cannot lock senders out;
+//!   they have something to send), so stale connections cannot lock senders
+//!   out; with TLS, a connection counts only once its handshake succeeded,
+//!   and no more than twice `max_connections` sockets are held at all;
 //! - a connection silent for `listener.idle_timeout`, or whose message is not
-//!   complete within `listener.frame_timeout` of its start, is closed;
+//!   complete within `listener.frame_timeout` of its start (or that does not
+//!   take its ACK within that time), is closed;
 //! - a message holds at most [`MAX_FRAME`] bytes, so memory is bounded by
 //!   `max_connections × MAX_FRAME`;
 //! - accept errors (out of file descriptors) back off, and refusals and
@@ -48,6 +51,9 @@ pub(crate) struct Mllp {
     pub(super) settings: Listener,
     pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
     open: Mutex<Open>,
+    /// Every socket held, handshakes included: a hard cap of twice
+    /// `max_connections`, past which new connections are closed at once.
+    sockets: Arc<tokio::sync::Semaphore>,
     started: Instant,
     refused: Throttle,
     failed: Throttle,
@@ -75,9 +81,10 @@ impl Mllp {
     ) -> Mllp {
         Mllp {
             source,
-            settings,
+            settings: settings.clone(),
             tls,
             open: Mutex::new(Open::default()),
+            sockets: Arc::new(tokio::sync::Semaphore::new(settings.max_connections * 2)),
             started: Instant::now(),
             refused: Throttle::default(),
             failed: Throttle::default(),
@@ -135,20 +142,36 @@ impl Mllp {
                 drop(stream);
                 continue;
             }
+            let Ok(socket) = self.sockets.clone().try_acquire_owned() else {
+                self.refused.warn(|suppressed| {
+                    tracing::warn!(connector = %self.name(), %peer, suppressed, "MLLP connection closed: too many sockets open (twice listener.max_connections).");
+                });
+                drop(stream);
+                continue;
+            };
             let _ = stream.set_nodelay(true);
-            let (id, connection) = self.admit();
             let this = self.clone();
-            let stop = stop.clone();
+            let mut stop = stop.clone();
             tokio::spawn(async move {
+                let _socket = socket;
                 let result = match &this.tls {
                     Some(acceptor) => {
-                        let handshake = tokio::time::timeout(
-                            this.settings.frame_timeout,
-                            acceptor.accept(stream),
-                        )
-                        .await;
+                        // A connection counts against the cap only once it
+                        // has shown a good certificate.
+                        let handshake = tokio::select! {
+                            handshake = tokio::time::timeout(
+                                this.settings.frame_timeout,
+                                acceptor.accept(stream),
+                            ) => handshake,
+                            _ = stop.changed() => return,
+                        };
                         match handshake {
-                            Ok(Ok(tls)) => this.converse(tls, &connection, stop).await,
+                            Ok(Ok(tls)) => {
+                                let (id, connection) = this.admit();
+                                let result = this.converse(tls, &connection, stop).await;
+                                this.release(id);
+                                result
+                            }
                             Ok(Err(error)) => {
                                 this.source.metrics.auth_failure("mllp");
                                 this.source.audit.record(
@@ -164,12 +187,16 @@ impl Mllp {
                             Err(_) => Ok(()),
                         }
                     }
-                    None => this.converse(stream, &connection, stop).await,
+                    None => {
+                        let (id, connection) = this.admit();
+                        let result = this.converse(stream, &connection, stop).await;
+                        this.release(id);
+                        result
+                    }
                 };
                 if let Err(error) = result {
                     tracing::debug!(connector = %this.name(), %peer, %error, "MLLP connection closed.");
                 }
-                this.release(id);
             });
         }
     }
@@ -274,8 +301,19 @@ impl Mllp {
                         ack(&head, "AR", &format!("message exceeds {MAX_FRAME} bytes"))
                     }
                 };
-                stream.write_all(&reply).await?;
-                stream.flush().await?;
+                // A peer that does not read its ACKs is not waited on forever.
+                let write = async {
+                    stream.write_all(&reply).await?;
+                    stream.flush().await
+                };
+                tokio::select! {
+                    written = tokio::time::timeout(self.settings.frame_timeout, write) => match written {
+                        Ok(written) => written?,
+                        Err(_) => return Ok(()),
+                    },
+                    _ = connection.close.notified() => return Ok(()),
+                    _ = stop.changed() => return Ok(()),
+                }
             }
         }
     }
