@@ -41,6 +41,22 @@ pub(crate) mod source {
     });
 }
 
+/// `world webhook`.
+pub(crate) mod webhook {
+    wasmtime::component::bindgen!({
+        world: "webhook",
+        path: "../wit",
+        exports: { default: async },
+        with: {
+            "plexus:connector/log": crate::bindings::host::plexus::connector::log,
+            "plexus:connector/config": crate::bindings::host::plexus::connector::config,
+            "plexus:connector/kv": crate::bindings::host::plexus::connector::kv,
+            "plexus:connector/secrets": crate::bindings::host::plexus::connector::secrets,
+            "plexus:connector/types": crate::bindings::transform::plexus::connector::types,
+        },
+    });
+}
+
 /// `world sink`.
 pub(crate) mod sink {
     wasmtime::component::bindgen!({
@@ -56,6 +72,10 @@ pub(crate) mod sink {
         },
     });
 }
+
+pub(crate) use webhook::exports::plexus::connector::webhook_api::{
+    Refusal as WebhookRefusal, Request as WebhookRequest,
+};
 
 pub(crate) use transform::plexus::connector::types::{
     Error as PluginError, Record as PluginRecord,

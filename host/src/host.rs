@@ -114,13 +114,24 @@ pub async fn load_plugins(runtime: &Runtime, config: &Config) -> Result<Vec<Plug
             .connectors
             .iter()
             .map(|c| {
-                Plugin::load(&runtime, &c.plugin, c.kind, Some(&cache)).map_err(|error| {
-                    HostError::Plugin {
+                let plugin = Plugin::load(&runtime, &c.plugin, c.kind, Some(&cache)).map_err(
+                    |error| HostError::Plugin {
                         file: config.file.clone(),
                         connector: c.name.clone(),
                         error,
-                    }
-                })
+                    },
+                )?;
+                if matches!(plugin.world, crate::plugin::World::Webhook(_))
+                    && c.listen.as_deref() != Some("http")
+                {
+                    return Err(HostError::Usage(format!(
+                        "{}: connector \"{}\": plugin {} is a webhook source; it needs `listen = \"http\"`",
+                        config.file.display(),
+                        c.name,
+                        c.plugin.display()
+                    )));
+                }
+                Ok(plugin)
             })
             .collect()
     });

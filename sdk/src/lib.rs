@@ -92,6 +92,25 @@ pub mod wit {
         });
     }
 
+    /// The `webhook` world.
+    pub mod webhook {
+        wit_bindgen::generate!({
+            world: "webhook",
+            path: "../wit",
+            runtime_path: "plexus_sdk::wit_bindgen::rt",
+            pub_export_macro: true,
+            export_macro_name: "export_webhook_world",
+            default_bindings_module: "plexus_sdk::wit::webhook",
+            with: {
+                "plexus:connector/log@0.1.0": crate::wit::host::plexus::connector::log,
+                "plexus:connector/config@0.1.0": crate::wit::host::plexus::connector::config,
+                "plexus:connector/kv@0.1.0": crate::wit::host::plexus::connector::kv,
+                "plexus:connector/secrets@0.1.0": crate::wit::host::plexus::connector::secrets,
+                "plexus:connector/types@0.1.0": crate::wit::transform::plexus::connector::types,
+            },
+        });
+    }
+
     /// The `sink` world.
     pub mod sink {
         wit_bindgen::generate!({
@@ -113,6 +132,7 @@ pub mod wit {
 }
 
 pub use wit::sink::{Delivery, Outcome};
+pub use wit::webhook::exports::plexus::connector::webhook_api::{Refusal, Request};
 pub use wit::source::exports::plexus::connector::source_api::PollResult;
 pub use wit::transform::plexus::connector::types::{Error, Record};
 
@@ -149,10 +169,44 @@ pub trait Source {
     }
 }
 
+/// A webhook source: checks who sent each HTTP request, then maps its body
+/// to records. Exported with [`export_webhook!`]; its connector has
+/// `kind = "source"` and `listen = "http"`.
+pub trait Webhook {
+    /// Verify and decode one request. [`Refusal::Unauthenticated`] answers
+    /// 401 and publishes nothing.
+    fn receive(request: Request) -> Result<Vec<Record>, Refusal>;
+}
+
 /// A sink plugin: delivers records to an outside system.
 pub trait Sink {
     /// Deliver a batch; return exactly one outcome per delivery, in order.
     fn deliver(deliveries: Vec<Delivery>) -> Vec<Outcome>;
+}
+
+/// Export a type implementing [`Webhook`] as this component's `webhook` world.
+#[macro_export]
+macro_rules! export_webhook {
+    ($plugin:ident) => {
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = {
+            #[allow(dead_code)]
+            fn native() {
+                let _ = <$plugin as $crate::Webhook>::receive;
+            }
+        };
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            impl $crate::wit::webhook::exports::plexus::connector::webhook_api::Guest for $plugin {
+                fn receive(
+                    request: $crate::Request,
+                ) -> ::core::result::Result<::std::vec::Vec<$crate::Record>, $crate::Refusal> {
+                    <$plugin as $crate::Webhook>::receive(request)
+                }
+            }
+            $crate::wit::webhook::export_webhook_world!($plugin with_types_in $crate::wit::webhook);
+        };
+    };
 }
 
 /// Export a type implementing [`Transform`] as this component's `transform` world.

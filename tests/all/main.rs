@@ -27,3 +27,4 @@ mod reload;
 mod scaffold;
 mod soak;
 mod status;
+mod webhook;

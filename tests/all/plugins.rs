@@ -31,6 +31,7 @@ const TESTED: &[(&str, &str)] = &[
         "ticker",
         "matching::ticks_from_the_ticker_raise_each_overdue_order_once",
     ),
+    ("webhook", "webhook::*"),
     ("x12", "formats::*"),
 ];
 

@@ -22,8 +22,10 @@
 //! connections are served at once, and more wait in the kernel's backlog.
 //!
 //! Ingest answers 202 only once the records are stored on the bus, 400 with
-//! the plugin's reason for input it cannot decode, 503 when it should be
-//! retried, 404 for a connector that does not take HTTP ingest.
+//! the plugin's reason for input it cannot decode, 401 when a webhook
+//! source's plugin could not verify the sender's signature, 503 when it
+//! should be retried, 404 for a connector that does not take HTTP ingest.
+//! A webhook source gets the request's headers, less `Authorization`.
 
 pub mod tokens;
 
@@ -369,11 +371,18 @@ async fn ingest(
     State(state): State<Admin>,
     Path(connector): Path<String>,
     axum::Extension(caller): axum::Extension<Caller>,
+    headers: HeaderMap,
     body: bytes::Bytes,
 ) -> impl IntoResponse {
+    // A webhook source checks signatures itself; the bearer token is ours.
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(name, _)| *name != header::AUTHORIZATION)
+        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        .collect();
     // Records are known by key and content, not by which token sent them:
     // a retry after a token is rotated is still the same record.
-    match state.inbound.ingest(&connector, body, "").await {
+    match state.inbound.ingest(&connector, body, headers, "").await {
         None => (
             StatusCode::NOT_FOUND,
             format!("no connector {connector:?} takes HTTP ingest\n"),
@@ -391,6 +400,9 @@ async fn ingest(
         }
         Some(Err(IngestError::Unavailable(reason))) => {
             (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n"))
+        }
+        Some(Err(IngestError::Unauthenticated(reason))) => {
+            (StatusCode::UNAUTHORIZED, format!("{reason}\n"))
         }
     }
 }

@@ -43,17 +43,18 @@ pub use source::IngestError;
 pub struct Inbound(RwLock<HashMap<String, Arc<source::Source>>>);
 
 impl Inbound {
-    /// Decode and publish a message posted to connector `name` by `sender`
-    /// (the token's name; part of the records' identities); `None` if no
-    /// such HTTP-ingest connector runs.
+    /// Decode and publish a message posted to connector `name` (a webhook
+    /// source also gets its `headers`), with `sender` as the origin of its
+    /// records' identities; `None` if no such HTTP-ingest connector runs.
     pub async fn ingest(
         &self,
         name: &str,
         body: bytes::Bytes,
+        headers: Vec<(String, String)>,
         sender: &str,
     ) -> Option<Result<u64, IngestError>> {
         let source = self.0.read().ok()?.get(name).cloned()?;
-        Some(source.ingest(body, sender).await)
+        Some(source.ingest(body, headers, sender).await)
     }
 
     fn set(&self, name: &str, source: Option<Arc<source::Source>>) {

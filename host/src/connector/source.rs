@@ -40,6 +40,9 @@ pub enum IngestError {
     /// Not now (the bus or the plugin is unavailable): the sender should retry.
     #[error("{0}")]
     Unavailable(String),
+    /// A webhook source could not verify who sent it.
+    #[error("{0}")]
+    Unauthenticated(String),
 }
 
 pub(crate) struct Source {
@@ -173,18 +176,23 @@ impl Source {
     /// Decode one inbound message from `origin` (an MLLP sender's MSH-3^MSH-4,
     /// an HTTP sender's token name) and publish its records; returns once
     /// every record is stored.
+    /// A webhook source gets the request's `headers` too.
     pub(crate) async fn ingest(
         &self,
         body: bytes::Bytes,
+        headers: Vec<(String, String)>,
         origin: &str,
     ) -> Result<u64, IngestError> {
         let secrets = &self.pool.context().secrets;
-        self.decode_and_publish(body, origin)
+        self.decode_and_publish(body, headers, origin)
             .await
             .map_err(|e| match e {
                 IngestError::Rejected(reason) => IngestError::Rejected(redact(secrets, &reason)),
                 IngestError::Unavailable(reason) => {
                     IngestError::Unavailable(redact(secrets, &reason))
+                }
+                IngestError::Unauthenticated(reason) => {
+                    IngestError::Unauthenticated(redact(secrets, &reason))
                 }
             })
     }
@@ -192,9 +200,35 @@ impl Source {
     async fn decode_and_publish(
         &self,
         body: bytes::Bytes,
+        headers: Vec<(String, String)>,
         origin: &str,
     ) -> Result<u64, IngestError> {
-        let result = self.pool.decode(body.clone()).await;
+        let result = if self.pool.is_webhook() {
+            use crate::bindings::{WebhookRefusal, WebhookRequest};
+            let request = WebhookRequest {
+                headers,
+                body: body.to_vec(),
+            };
+            match self.pool.receive(request).await {
+                Ok(Ok(records)) => Ok(Ok(records)),
+                Ok(Err(WebhookRefusal::Unauthenticated(reason))) => {
+                    self.metrics.auth_failure("webhook");
+                    self.audit.record(
+                        "auth_failure",
+                        "webhook",
+                        &format!("connector {}: {reason}", self.name),
+                    );
+                    return Err(IngestError::Unauthenticated(reason));
+                }
+                Ok(Err(WebhookRefusal::Invalid(reason))) => Ok(Err(PluginError::Permanent(reason))),
+                Ok(Err(WebhookRefusal::Unavailable(reason))) => {
+                    Ok(Err(PluginError::Retryable(reason)))
+                }
+                Err(fault) => Err(fault),
+            }
+        } else {
+            self.pool.decode(body.clone()).await
+        };
         let records = match result {
             Ok(Ok(records)) => records,
             Ok(Err(PluginError::Permanent(reason))) => {

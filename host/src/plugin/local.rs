@@ -112,6 +112,25 @@ impl LocalPlugin {
                 };
                 self.pool.transform(input).await
             }
+            // A webhook source gets each input as a request without headers
+            // (so one that checks signatures refuses it, and says why).
+            Kind::Source if self.pool.is_webhook() => {
+                use crate::bindings::{WebhookRefusal, WebhookRequest};
+                let request = WebhookRequest {
+                    headers: Vec::new(),
+                    body: payload.to_vec(),
+                };
+                match self.pool.receive(request).await {
+                    Ok(Ok(records)) => Ok(Ok(records)),
+                    Ok(Err(
+                        WebhookRefusal::Unauthenticated(reason) | WebhookRefusal::Invalid(reason),
+                    )) => Ok(Err(PluginError::Permanent(reason))),
+                    Ok(Err(WebhookRefusal::Unavailable(reason))) => {
+                        Ok(Err(PluginError::Retryable(reason)))
+                    }
+                    Err(fault) => Err(fault),
+                }
+            }
             Kind::Source => {
                 self.pool
                     .decode(bytes::Bytes::copy_from_slice(payload))

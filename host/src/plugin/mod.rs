@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use wasmtime::component::Component;
 
-use crate::bindings::{sink::SinkPre, source::SourcePre, transform::TransformPre};
+use crate::bindings::{
+    sink::SinkPre, source::SourcePre, transform::TransformPre, webhook::WebhookPre,
+};
 use crate::capability::PluginState;
 use crate::config::Kind;
 use crate::engine::Runtime;
@@ -77,6 +79,8 @@ pub enum World {
     Source(SourcePre<PluginState>),
     /// `world sink`.
     Sink(SinkPre<PluginState>),
+    /// `world webhook`: a source fed by HTTP requests it verifies itself.
+    Webhook(WebhookPre<PluginState>),
 }
 
 impl Plugin {
@@ -113,7 +117,15 @@ impl Plugin {
         };
         let world = match kind {
             Kind::Transform => World::Transform(TransformPre::new(pre).map_err(world_error)?),
-            Kind::Source => World::Source(SourcePre::new(pre).map_err(world_error)?),
+            // A source polls or decodes (`world source`), or verifies and
+            // decodes HTTP requests (`world webhook`).
+            Kind::Source => match SourcePre::new(pre.clone()) {
+                Ok(source) => World::Source(source),
+                Err(not_source) => match WebhookPre::new(pre) {
+                    Ok(webhook) => World::Webhook(webhook),
+                    Err(_) => return Err(world_error(not_source)),
+                },
+            },
             Kind::Sink => World::Sink(SinkPre::new(pre).map_err(world_error)?),
         };
         Ok(Plugin {

@@ -27,7 +27,8 @@ use crate::bindings::sink::{Delivery, Outcome, Sink};
 use crate::bindings::source::Source;
 use crate::bindings::source::exports::plexus::connector::source_api::PollResult;
 use crate::bindings::transform::Transform;
-use crate::bindings::{PluginError, PluginRecord};
+use crate::bindings::webhook::Webhook;
+use crate::bindings::{PluginError, PluginRecord, WebhookRefusal, WebhookRequest};
 use crate::capability::{ConnectorContext, PluginState};
 use crate::config::Limits;
 
@@ -99,6 +100,7 @@ enum Bindings {
     Transform(Transform),
     Source(Source),
     Sink(Sink),
+    Webhook(Webhook),
 }
 
 struct Warm {
@@ -232,6 +234,32 @@ impl Pool {
             })
         })
         .await
+    }
+
+    /// `receive(request)`, for a webhook source.
+    pub async fn receive(
+        &self,
+        request: WebhookRequest,
+    ) -> Result<Result<Vec<PluginRecord>, WebhookRefusal>, Fault> {
+        self.run(|mut warm| {
+            Box::pin(async move {
+                let result = match &warm.bindings {
+                    Bindings::Webhook(b) => {
+                        b.plexus_connector_webhook_api()
+                            .call_receive(&mut warm.store, &request)
+                            .await
+                    }
+                    _ => Err(wrong_world("receive")),
+                };
+                (warm, result)
+            })
+        })
+        .await
+    }
+
+    /// Whether the plugin is a webhook source (`world webhook`).
+    pub fn is_webhook(&self) -> bool {
+        matches!(self.instances.pre, World::Webhook(_))
     }
 
     /// `deliver(deliveries)`.
@@ -368,6 +396,7 @@ impl Instances {
             World::Transform(pre) => pre.engine(),
             World::Source(pre) => pre.engine(),
             World::Sink(pre) => pre.engine(),
+            World::Webhook(pre) => pre.engine(),
         };
         let state =
             PluginState::new(self.context.clone(), self.limits.memory).map_err(|e| Fault {
@@ -393,6 +422,9 @@ impl Instances {
                 }
                 World::Source(pre) => Bindings::Source(pre.instantiate_async(&mut store).await?),
                 World::Sink(pre) => Bindings::Sink(pre.instantiate_async(&mut store).await?),
+                World::Webhook(pre) => {
+                    Bindings::Webhook(pre.instantiate_async(&mut store).await?)
+                }
             })
         };
         let instantiated =

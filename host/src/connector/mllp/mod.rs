@@ -290,9 +290,10 @@ impl Mllp {
                     Frame::Message(message) => {
                         let origin = sender(&message);
                         let message = bytes::Bytes::from(message);
-                        let (code, reason) = match self.source.ingest(message.clone(), &origin).await {
+                        let taken = self.source.ingest(message.clone(), Vec::new(), &origin).await;
+                        let (code, reason) = match taken {
                             Ok(_) => ("AA", String::new()),
-                            Err(IngestError::Rejected(reason)) => ("AR", reason),
+                            Err(IngestError::Rejected(reason) | IngestError::Unauthenticated(reason)) => ("AR", reason),
                             Err(IngestError::Unavailable(reason)) => ("AE", reason),
                         };
                         ack(&message, code, &reason)
