@@ -23,6 +23,7 @@ mod lifecycle;
 mod listeners;
 mod matching;
 mod plugins;
+mod rebinding;
 mod reload;
 mod scaffold;
 mod soak;
