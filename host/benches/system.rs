@@ -222,7 +222,10 @@ async fn native(url: &str, js: &jetstream::Context, flow: Flow, round: usize) ->
 /// The ceiling's consumer: pull, transform, publish every output with its id,
 /// await the publish acks, ack the input; until `RECORDS` are taken.
 async fn consume_natively(url: String, tag: String, to: String, flow: Flow) {
-    let own = plexus_host::bus::Bus::connect(url.as_str()).await.unwrap().js;
+    let own = plexus_host::bus::Bus::connect(url.as_str())
+        .await
+        .unwrap()
+        .js;
     let consumer: consumer::PullConsumer = own
         .create_consumer_on_stream(
             consumer::pull::Config {

@@ -86,7 +86,8 @@ impl Runtime {
     /// ticker. The pool is shared by every connector: sized too small, a
     /// healthy connector could not instantiate.
     pub fn with_capacity(instances: usize) -> anyhow::Result<Runtime> {
-        let wanted = u32::try_from(instances.saturating_mul(2).saturating_add(100)).unwrap_or(u32::MAX);
+        let wanted =
+            u32::try_from(instances.saturating_mul(2).saturating_add(100)).unwrap_or(u32::MAX);
         let components = wanted.max(MIN_INSTANCES);
         let mut pool = PoolingAllocationConfig::new();
         pool.max_memory_size(MAX_MEMORY)

@@ -9,15 +9,15 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tokio::sync::watch;
 
-use crate::bus::{self, Bus};
+use crate::admin;
 use crate::bus::embedded::{self, EmbeddedNats};
+use crate::bus::{self, Bus};
 use crate::config::{Config, ConfigError};
 use crate::connector::{Inbound, Running, Shared};
 use crate::control::reconcile;
 use crate::engine::Runtime;
-use crate::observe::status::{self, Roster};
-use crate::admin;
 use crate::observe::Metrics;
+use crate::observe::status::{self, Roster};
 use crate::plugin::{LoadError, Plugin};
 
 /// Why a host could not start (or a reload was refused).
@@ -142,10 +142,9 @@ impl Host {
     /// Check every plugin, start or connect the bus, serve `/metrics`, start
     /// every connector. Nothing is left running if any step fails.
     pub async fn start(config: Config) -> Result<Host, HostError> {
-        let tokens = Arc::new(
-            admin::Tokens::open(&config.tokens)
-                .map_err(|e| HostError::Usage(format!("{}: [host].tokens: {e:#}", config.file.display())))?,
-        );
+        let tokens = Arc::new(admin::Tokens::open(&config.tokens).map_err(|e| {
+            HostError::Usage(format!("{}: [host].tokens: {e:#}", config.file.display()))
+        })?);
         admin::check_exposure(&config.http, &tokens, &config.tokens)
             .map_err(|e| HostError::Usage(format!("{}: {e}", config.file.display())))?;
         let lock = lock_data_dir(&config.data_dir)?;
@@ -169,7 +168,10 @@ impl Host {
                         Err(e) => HostError::Runtime(e),
                     })?;
                 tracing::info!(url = server.url(), "Embedded bus started.");
-                (Bus::connect_with(server.url(), &server.auth(), None, limits).await?, Some(server))
+                (
+                    Bus::connect_with(server.url(), &server.auth(), None, limits).await?,
+                    Some(server),
+                )
             }
         };
 

@@ -28,14 +28,16 @@ pub fn acceptor(
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
             for cert in certificates(ca)? {
-                roots
-                    .add(cert)
-                    .with_context(|| format!("tls.client_ca {}: not a CA certificate", ca.display()))?;
+                roots.add(cert).with_context(|| {
+                    format!("tls.client_ca {}: not a CA certificate", ca.display())
+                })?;
             }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .with_context(|| format!("tls.client_ca {}", ca.display()))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .with_context(|| format!("tls.client_ca {}", ca.display()))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),

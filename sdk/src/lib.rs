@@ -132,9 +132,9 @@ pub mod wit {
 }
 
 pub use wit::sink::{Delivery, Outcome};
-pub use wit::webhook::exports::plexus::connector::webhook_api::{Refusal, Request};
 pub use wit::source::exports::plexus::connector::source_api::PollResult;
 pub use wit::transform::plexus::connector::types::{Error, Record};
+pub use wit::webhook::exports::plexus::connector::webhook_api::{Refusal, Request};
 
 mod record;
 
@@ -200,11 +200,12 @@ macro_rules! export_webhook {
             impl $crate::wit::webhook::exports::plexus::connector::webhook_api::Guest for $plugin {
                 fn receive(
                     request: $crate::Request,
-                ) -> ::core::result::Result<::std::vec::Vec<$crate::Record>, $crate::Refusal> {
+                ) -> ::core::result::Result<::std::vec::Vec<$crate::Record>, $crate::Refusal>
+                {
                     <$plugin as $crate::Webhook>::receive(request)
                 }
             }
-            $crate::wit::webhook::export_webhook_world!($plugin with_types_in $crate::wit::webhook);
+    $crate::wit::webhook::export_webhook_world!($plugin with_types_in $crate::wit::webhook);
         };
     };
 }

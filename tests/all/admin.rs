@@ -49,8 +49,18 @@ async fn token(file: &std::path::Path, role: &str, name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_wants_a_token_with_the_right_role() {
     let bus = TestBus::start().await;
-    let ingest = connector("lab", "source", "mllp", "listen = \"http\"\nto = \"raw.lab\"");
-    let other = connector("other", "source", "mllp", "listen = \"http\"\nto = \"raw.other\"");
+    let ingest = connector(
+        "lab",
+        "source",
+        "mllp",
+        "listen = \"http\"\nto = \"raw.lab\"",
+    );
+    let other = connector(
+        "other",
+        "source",
+        "mllp",
+        "listen = \"http\"\nto = \"raw.other\"",
+    );
     let file = write_config(bus.dir.path(), Some(bus.url()), &(ingest + &other));
     let reader = token(&file, "read", "grafana").await;
     let operator = token(&file, "operate", "oncall").await;
@@ -59,7 +69,10 @@ async fn every_route_wants_a_token_with_the_right_role() {
 
     let stored = std::fs::read_to_string(bus.dir.path().join("data/tokens.toml")).unwrap();
     for t in [&reader, &operator, &sender, &stranger] {
-        assert!(!stored.contains(t.as_str()), "tokens are stored hashed only");
+        assert!(
+            !stored.contains(t.as_str()),
+            "tokens are stored hashed only"
+        );
         assert!(!stored.contains(&t[4..20]), "not even in part");
     }
 
@@ -70,12 +83,27 @@ async fn every_route_wants_a_token_with_the_right_role() {
     for path in ["/", "/metrics", "/connectors"] {
         let (status, _) = request(addr, "GET", path, &[], "").await;
         assert_eq!(status, 401, "GET {path} without a token");
-        let (status, _) = request(addr, "GET", path, &[("Authorization", "Bearer plx_forged")], "").await;
+        let (status, _) = request(
+            addr,
+            "GET",
+            path,
+            &[("Authorization", "Bearer plx_forged")],
+            "",
+        )
+        .await;
         assert_eq!(status, 401, "GET {path} with an unknown token");
-        let (status, _) = request(addr, "GET", path, &[("Authorization", &bearer(&sender))], "").await;
+        let (status, _) = request(
+            addr,
+            "GET",
+            path,
+            &[("Authorization", &bearer(&sender))],
+            "",
+        )
+        .await;
         assert_eq!(status, 403, "GET {path} with an ingest token");
         for t in [&reader, &operator] {
-            let (status, _) = request(addr, "GET", path, &[("Authorization", &bearer(t))], "").await;
+            let (status, _) =
+                request(addr, "GET", path, &[("Authorization", &bearer(t))], "").await;
             assert_eq!(status, 200, "GET {path} with a read or operate token");
         }
     }
@@ -84,7 +112,14 @@ async fn every_route_wants_a_token_with_the_right_role() {
     let (status, _) = request(addr, "POST", path, &[], HL7).await;
     assert_eq!(status, 401);
     for wrong in [&reader, &operator, &stranger] {
-        let (status, _) = request(addr, "POST", path, &[("Authorization", &bearer(wrong))], HL7).await;
+        let (status, _) = request(
+            addr,
+            "POST",
+            path,
+            &[("Authorization", &bearer(wrong))],
+            HL7,
+        )
+        .await;
         assert_eq!(status, 403, "ingest with a token for something else");
     }
     // A page on another site posting plain text, as a browser would: no token, no entry.
@@ -92,13 +127,27 @@ async fn every_route_wants_a_token_with_the_right_role() {
         addr,
         "POST",
         path,
-        &[("Content-Type", "text/plain"), ("Origin", "https://evil.example")],
+        &[
+            ("Content-Type", "text/plain"),
+            ("Origin", "https://evil.example"),
+        ],
         HL7,
     )
     .await;
     assert_eq!(status, 401);
-    assert_eq!(bus.count("raw.lab").await, 0, "nothing refused was published");
-    let (status, body) = request(addr, "POST", path, &[("Authorization", &bearer(&sender))], HL7).await;
+    assert_eq!(
+        bus.count("raw.lab").await,
+        0,
+        "nothing refused was published"
+    );
+    let (status, body) = request(
+        addr,
+        "POST",
+        path,
+        &[("Authorization", &bearer(&sender))],
+        HL7,
+    )
+    .await;
     assert_eq!((status, body.as_str()), (202, "{\"published\":1}\n"));
     assert_eq!(bus.count("raw.lab").await, 1);
 
@@ -119,7 +168,10 @@ async fn every_route_wants_a_token_with_the_right_role() {
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("PLEXUS_TOKEN"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PLEXUS_TOKEN"),
+        "{out:?}"
+    );
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_plexus"))
         .args(["ls", "-c", file.to_str().unwrap()])
         .env("PLEXUS_TOKEN", &reader)
@@ -128,14 +180,27 @@ async fn every_route_wants_a_token_with_the_right_role() {
         .unwrap();
     assert!(cli_stdout(&out).contains("lab"));
     cli_stdout(&plexus_with_config(&["token", "revoke", "grafana"], &file).await);
-    let (status, _) = request(addr, "GET", "/connectors", &[("Authorization", &bearer(&reader))], "").await;
+    let (status, _) = request(
+        addr,
+        "GET",
+        "/connectors",
+        &[("Authorization", &bearer(&reader))],
+        "",
+    )
+    .await;
     assert_eq!(status, 401, "a revoked token is refused");
     host.shutdown().await;
 }
 
 async fn admin_get_with(addr: SocketAddr, path: &str, token: &str) -> String {
-    let (status, body) =
-        request(addr, "GET", path, &[("Authorization", &format!("Bearer {token}"))], "").await;
+    let (status, body) = request(
+        addr,
+        "GET",
+        path,
+        &[("Authorization", &format!("Bearer {token}"))],
+        "",
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     body
 }
@@ -143,19 +208,30 @@ async fn admin_get_with(addr: SocketAddr, path: &str, token: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_tokens_the_endpoint_is_for_this_machine_only() {
     let bus = TestBus::start().await;
-    let ingest = connector("lab", "source", "mllp", "listen = \"http\"\nto = \"raw.lab\"");
+    let ingest = connector(
+        "lab",
+        "source",
+        "mllp",
+        "listen = \"http\"\nto = \"raw.lab\"",
+    );
     let file = write_config(bus.dir.path(), Some(bus.url()), &ingest);
     let host = start_host(&file).await;
     let addr = host.http_addr();
 
     let (status, _) = request(addr, "GET", "/connectors", &[], "").await;
-    assert_eq!(status, 200, "a local caller needs no token while none exist");
+    assert_eq!(
+        status, 200,
+        "a local caller needs no token while none exist"
+    );
     // A cross-site text/plain POST, which a browser sends without asking.
     let (status, body) = request(
         addr,
         "POST",
         "/ingest/lab",
-        &[("Content-Type", "text/plain"), ("Origin", "https://evil.example")],
+        &[
+            ("Content-Type", "text/plain"),
+            ("Origin", "https://evil.example"),
+        ],
         HL7,
     )
     .await;
@@ -163,7 +239,9 @@ async fn without_tokens_the_endpoint_is_for_this_machine_only() {
     // A name rebound to this address by someone else's DNS.
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
-        .write_all(b"GET /connectors HTTP/1.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n")
+        .write_all(
+            b"GET /connectors HTTP/1.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n",
+        )
         .await
         .unwrap();
     let mut response = String::new();
@@ -195,7 +273,12 @@ async fn without_tokens_the_endpoint_is_for_this_machine_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_oversized_requests_are_cut_off() {
     let bus = TestBus::start().await;
-    let ingest = connector("lab", "source", "mllp", "listen = \"http\"\nto = \"raw.lab\"");
+    let ingest = connector(
+        "lab",
+        "source",
+        "mllp",
+        "listen = \"http\"\nto = \"raw.lab\"",
+    );
     let file = write_config(bus.dir.path(), Some(bus.url()), &ingest);
     let host = start_host(&file).await;
     let addr = host.http_addr();
@@ -220,14 +303,19 @@ async fn slow_and_oversized_requests_are_cut_off() {
 
     // A client that never finishes its request head is dropped.
     let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
-    slow.write_all(b"GET /connectors HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    slow.write_all(b"GET /connectors HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(
         plexus_host::admin::HEADER_TIMEOUT * 3,
         slow.read_to_end(&mut rest),
     )
     .await;
-    assert!(closed.is_ok(), "the connection was closed after the header timeout");
+    assert!(
+        closed.is_ok(),
+        "the connection was closed after the header timeout"
+    );
     assert_eq!(bus.count("raw.lab").await, 0);
     host.shutdown().await;
 }

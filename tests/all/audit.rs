@@ -7,9 +7,25 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_log_records_who_did_what_and_shows_any_edit() {
     let bus = TestBus::start().await;
-    let ingest = connector("lab", "source", "mllp", "listen = \"http\"\nto = \"raw.lab\"");
+    let ingest = connector(
+        "lab",
+        "source",
+        "mllp",
+        "listen = \"http\"\nto = \"raw.lab\"",
+    );
     let file = write_config(bus.dir.path(), Some(bus.url()), &ingest);
-    let out = plexus_with_config(&["token", "create", "--role", "ingest:lab", "--name", "lab-feed"], &file).await;
+    let out = plexus_with_config(
+        &[
+            "token",
+            "create",
+            "--role",
+            "ingest:lab",
+            "--name",
+            "lab-feed",
+        ],
+        &file,
+    )
+    .await;
     let token = cli_stdout(&out).trim().to_owned();
     let mut host = start_host(&file).await;
     let addr = host.http_addr();
@@ -18,16 +34,30 @@ async fn the_audit_log_records_who_did_what_and_shows_any_edit() {
     assert_eq!(status, 401);
     let (status, _) = http_post_with(addr, "/ingest/lab", HL7, &token).await;
     assert_eq!(status, 202);
-    host.reload(plexus_host::config::Config::load(&file).unwrap()).await.unwrap();
+    host.reload(plexus_host::config::Config::load(&file).unwrap())
+        .await
+        .unwrap();
     host.shutdown().await;
 
     let listed = cli_stdout(&plexus_with_config(&["audit", "ls"], &file).await);
     let lines: Vec<&str> = listed.lines().collect();
     assert_eq!(lines.len(), 3, "{listed}");
-    assert!(lines[0].contains("auth_failure") && lines[0].contains("POST /ingest/lab"), "{listed}");
-    assert!(lines[1].contains("ingest") && lines[1].contains("lab-feed"), "{listed}");
-    assert!(lines[2].contains("reload") && lines[2].contains("applied"), "{listed}");
-    assert!(!listed.contains(&token), "tokens are never written to the log");
+    assert!(
+        lines[0].contains("auth_failure") && lines[0].contains("POST /ingest/lab"),
+        "{listed}"
+    );
+    assert!(
+        lines[1].contains("ingest") && lines[1].contains("lab-feed"),
+        "{listed}"
+    );
+    assert!(
+        lines[2].contains("reload") && lines[2].contains("applied"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(&token),
+        "tokens are never written to the log"
+    );
     let verified = cli_stdout(&plexus_with_config(&["audit", "verify"], &file).await);
     assert_eq!(verified, "plexus-audit: ok, 3 record(s) in 1 chain(s)\n");
 
@@ -54,18 +84,31 @@ async fn the_audit_log_records_who_did_what_and_shows_any_edit() {
     let out = plexus_with_config(&["audit", "verify"], &file).await;
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("record 3 (stream sequence 5) does not follow record 2: record 2 was altered"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "record 3 (stream sequence 5) does not follow record 2: record 2 was altered"
+        ),
+        "{stderr}"
+    );
 
     // And removes one outright.
     stream.delete_message(4).await.unwrap();
     let out = plexus_with_config(&["audit", "verify"], &file).await;
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("record 3 (stream sequence 5) follows record 1: record 2 was removed"), "{stderr}");
+    assert!(
+        stderr.contains("record 3 (stream sequence 5) follows record 1: record 2 was removed"),
+        "{stderr}"
+    );
 }
 
 /// POST with a bearer token.
-async fn http_post_with(addr: std::net::SocketAddr, path: &str, body: &str, token: &str) -> (u16, String) {
+async fn http_post_with(
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: &str,
+    token: &str,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!(

@@ -118,10 +118,15 @@ async fn a_host_connects_with_a_password_over_tls_and_hides_a_wrong_one() {
     let secrets = dir.path().join("secrets.toml");
     std::fs::write(&secrets, "BUS_PASSWORD = \"correct-horse\"\n").unwrap();
     let host_dir = dir.path().join("ok");
-    let file = config(&host_dir, &url, &format!("user = \"plexus\"\npassword = \"BUS_PASSWORD\"\n{tls}"));
-    let text = std::fs::read_to_string(&file)
-        .unwrap()
-        .replace("[host]\n", &format!("[host]\nsecrets_file = \"{}\"\n", secrets.display()));
+    let file = config(
+        &host_dir,
+        &url,
+        &format!("user = \"plexus\"\npassword = \"BUS_PASSWORD\"\n{tls}"),
+    );
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "[host]\n",
+        &format!("[host]\nsecrets_file = \"{}\"\n", secrets.display()),
+    );
     std::fs::write(&file, text).unwrap();
     works(&file).await;
 
@@ -130,8 +135,14 @@ async fn a_host_connects_with_a_password_over_tls_and_hides_a_wrong_one() {
     let out = plexus_with_config(&["up"], &file).await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("refused the host's credentials"), "{stderr}");
-    assert!(!stderr.contains("battery-staple") && !stderr.contains("correct-horse"), "{stderr}");
+    assert!(
+        stderr.contains("refused the host's credentials"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("battery-staple") && !stderr.contains("correct-horse"),
+        "{stderr}"
+    );
 
     // A password in the URL is redacted from every message too.
     let leaky = format!("tls://plexus:battery-staple@127.0.0.1:{}", server.port());
@@ -161,7 +172,9 @@ fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Val
         "nats": nats,
     });
     let claims = b64(claims.to_string().as_bytes());
-    let signature = issuer.sign(format!("{header}.{claims}").as_bytes()).unwrap();
+    let signature = issuer
+        .sign(format!("{header}.{claims}").as_bytes())
+        .unwrap();
     format!("{header}.{claims}.{}", b64(&signature))
 }
 
@@ -227,20 +240,36 @@ async fn a_host_connects_with_a_creds_file_or_an_nkey() {
     works(&file).await;
     let anonymous = config(&dir.path().join("anonymous"), &server.url, "");
     let out = plexus_with_config(&["up"], &anonymous).await;
-    assert_eq!(out.status.code(), Some(1), "no credentials, no bus: {out:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "no credentials, no bus: {out:?}"
+    );
 
     // An nkey, its seed a secret.
     let nkey_user = nkeys::KeyPair::new_user();
     let nkey_server = Server::start(
         &dir.path().join("nkey-server"),
-        &format!("authorization {{ users = [ {{ nkey: \"{}\" }} ] }}", nkey_user.public_key()),
+        &format!(
+            "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}",
+            nkey_user.public_key()
+        ),
     );
     let secrets = dir.path().join("secrets.toml");
-    std::fs::write(&secrets, format!("BUS_NKEY = \"{}\"\n", nkey_user.seed().unwrap())).unwrap();
-    let file = config(&dir.path().join("nkey"), &nkey_server.url, "nkey = \"BUS_NKEY\"");
-    let text = std::fs::read_to_string(&file)
-        .unwrap()
-        .replace("[host]\n", &format!("[host]\nsecrets_file = \"{}\"\n", secrets.display()));
+    std::fs::write(
+        &secrets,
+        format!("BUS_NKEY = \"{}\"\n", nkey_user.seed().unwrap()),
+    )
+    .unwrap();
+    let file = config(
+        &dir.path().join("nkey"),
+        &nkey_server.url,
+        "nkey = \"BUS_NKEY\"",
+    );
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "[host]\n",
+        &format!("[host]\nsecrets_file = \"{}\"\n", secrets.display()),
+    );
     std::fs::write(&file, text).unwrap();
     works(&file).await;
 }
@@ -251,7 +280,12 @@ async fn the_embedded_bus_is_locked_guarded_and_never_orphaned() {
     let file = write_config(
         dir.path(),
         None,
-        &connector("lab", "source", "mllp", "listen = \"http\"\nto = \"raw.lab\""),
+        &connector(
+            "lab",
+            "source",
+            "mllp",
+            "listen = \"http\"\nto = \"raw.lab\"",
+        ),
     );
     let up = ["up", "-c", file.to_str().unwrap()];
     let secret = ("PLEXUS_SECRET_ERP_TOKEN", "never-in-the-child");
@@ -261,7 +295,11 @@ async fn the_embedded_bus_is_locked_guarded_and_never_orphaned() {
     let credentials = store.join("credentials.toml");
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(
-        std::fs::metadata(&credentials).unwrap().permissions().mode() & 0o777,
+        std::fs::metadata(&credentials)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
         0o600,
         "the embedded bus's credentials are the host user's alone"
     );
@@ -283,7 +321,10 @@ async fn the_embedded_bus_is_locked_guarded_and_never_orphaned() {
 
     // Killed hard, the host leaves its nats-server behind; the next start stops it.
     first.kill9();
-    assert!(Path::new(&format!("/proc/{nats_pid}")).exists(), "the orphan is there");
+    assert!(
+        Path::new(&format!("/proc/{nats_pid}")).exists(),
+        "the orphan is there"
+    );
     let mut second = HostProcess::spawn(&up, dir.path());
     second.wait_line("plexus: up");
     let gone = Instant::now() + PATIENCE;

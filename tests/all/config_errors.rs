@@ -253,28 +253,54 @@ fn durations_and_sizes_out_of_range_are_refused() {
             &echo_with("[connector.limits]\ntimeout = \"300000000000years\""),
         );
         assert!(
-            err.contains("limits.timeout \"300000000000years\" is longer than the most it may be, 1h"),
+            err.contains(
+                "limits.timeout \"300000000000years\" is longer than the most it may be, 1h"
+            ),
             "{err}"
         );
     }
-    let err = refuse("check", &echo_with("[connector.limits]\nmemory = \"64TiB\""));
-    assert!(err.contains("limits.memory \"64TiB\" must be between 1MiB and 4GiB"), "{err}");
-    let err = refuse("check", &echo_with("[connector.delivery]\nbackoff = [\"1s\", \"400days\"]\nmax_deliver = 3"));
-    assert!(err.contains("delivery.backoff \"400days\" is longer than the most"), "{err}");
+    let err = refuse(
+        "check",
+        &echo_with("[connector.limits]\nmemory = \"64TiB\""),
+    );
+    assert!(
+        err.contains("limits.memory \"64TiB\" must be between 1MiB and 4GiB"),
+        "{err}"
+    );
+    let err = refuse(
+        "check",
+        &echo_with("[connector.delivery]\nbackoff = [\"1s\", \"400days\"]\nmax_deliver = 3"),
+    );
+    assert!(
+        err.contains("delivery.backoff \"400days\" is longer than the most"),
+        "{err}"
+    );
     let err = refuse("check", &echo_with("[connector.limits]\noutputs = 0"));
-    assert!(err.contains("limits.outputs 0 must be between 1 and 1000000"), "{err}");
+    assert!(
+        err.contains("limits.outputs 0 must be between 1 and 1000000"),
+        "{err}"
+    );
 }
 
 #[test]
 fn retries_outside_the_duplicate_window_are_refused() {
     // A redelivery after the window would store the outputs a second time.
-    let err = refuse("check", &echo_with("[connector.delivery]\nack_wait = \"10m\""));
+    let err = refuse(
+        "check",
+        &echo_with("[connector.delivery]\nack_wait = \"10m\""),
+    );
     assert!(
         err.contains("delivery.ack_wait (10m) must be shorter than [bus].duplicate_window (2m)"),
         "{err}"
     );
-    let err = refuse("check", &echo_with("[connector.delivery]\nbackoff = [\"5m\"]"));
-    assert!(err.contains("delivery.backoff step 5m must be shorter than [bus].duplicate_window"), "{err}");
+    let err = refuse(
+        "check",
+        &echo_with("[connector.delivery]\nbackoff = [\"5m\"]"),
+    );
+    assert!(
+        err.contains("delivery.backoff step 5m must be shorter than [bus].duplicate_window"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -285,7 +311,10 @@ fn grants_may_not_reach_the_hosts_own_state() {
         let file = write_config(
             dir.path(),
             Some("nats://127.0.0.1:1"),
-            &echo_with(&format!("grants = {{ files = [\"{}:ro\"] }}", grant.display())),
+            &echo_with(&format!(
+                "grants = {{ files = [\"{}:ro\"] }}",
+                grant.display()
+            )),
         );
         let out = Command::new(env!("CARGO_BIN_EXE_plexus"))
             .args(["check", "-c", file.to_str().unwrap()])
@@ -308,15 +337,27 @@ fn listeners_are_checked_before_they_bind() {
         )
     };
     let err = refuse("check", &mllp("mllp+tls://127.0.0.1:2575", ""));
-    assert!(err.contains("needs [connector.tls] with `cert` and `key`"), "{err}");
-    let err = refuse(
-        "check",
-        &mllp("mllp://127.0.0.1:2575", "[connector.listener]\nallow = [\"not-a-network\"]"),
+    assert!(
+        err.contains("needs [connector.tls] with `cert` and `key`"),
+        "{err}"
     );
-    assert!(err.contains("listener.allow \"not-a-network\" is not an address or a CIDR block"), "{err}");
     let err = refuse(
         "check",
-        &mllp("mllp://127.0.0.1:2575", "[connector.tls]\ncert = \"c.pem\"\nkey = \"k.pem\""),
+        &mllp(
+            "mllp://127.0.0.1:2575",
+            "[connector.listener]\nallow = [\"not-a-network\"]",
+        ),
+    );
+    assert!(
+        err.contains("listener.allow \"not-a-network\" is not an address or a CIDR block"),
+        "{err}"
+    );
+    let err = refuse(
+        "check",
+        &mllp(
+            "mllp://127.0.0.1:2575",
+            "[connector.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"",
+        ),
     );
     assert!(err.contains("is not mllp+tls://"), "{err}");
 }

@@ -152,7 +152,10 @@ async fn polling_five_pages_yields_each_entry_once_across_a_crash_before_the_cur
     let digest = source
         .strip_prefix(&format!("deliveries:{key}#"))
         .unwrap_or_else(|| panic!("{source}"));
-    assert!(digest.len() == 32 && digest.bytes().all(|b| b.is_ascii_hexdigit()), "{source}");
+    assert!(
+        digest.len() == 32 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{source}"
+    );
 }
 
 async fn wait_for_bucket(bus: &TestBus, name: &str) -> kv::Store {
@@ -691,4 +694,3 @@ async fn http_ingest_answers_202_only_once_stored() {
     assert_eq!(bus.count("raw.hl7").await, 1);
     host.shutdown().await;
 }
-

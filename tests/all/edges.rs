@@ -53,10 +53,17 @@ async fn an_oversized_record_is_dead_lettered_and_the_rest_of_the_poll_flows() {
     // Later files keep flowing, and the huge one is not tried again.
     std::fs::write(outbox.join("d-small.json"), "{\"ok\":3}").unwrap();
     bus.wait_for_count("raw.drops", 3).await;
-    assert_eq!(bus.count("dlq.drops").await, 1, "dead-lettered once, the cursor moved on");
+    assert_eq!(
+        bus.count("dlq.drops").await,
+        1,
+        "dead-lettered once, the cursor moved on"
+    );
     let letter = &bus.messages("dlq.drops").await[0];
     let reason = header(letter, "Plexus-Error").unwrap();
-    assert!(reason.contains("more than the bus's maximum message size"), "{reason}");
+    assert!(
+        reason.contains("more than the bus's maximum message size"),
+        "{reason}"
+    );
     assert!(letter.payload.is_empty(), "the body is kept aside");
     let body = stored_body(&bus, &header(letter, "Plexus-Body").unwrap()).await;
     assert_eq!(body, huge, "nothing of it is lost");
@@ -70,7 +77,12 @@ async fn a_record_near_the_size_limit_is_dead_lettered_whole() {
     // Just under the bus's 1 MiB: the dead-letter headers would push it over.
     let near = "y".repeat((1 << 20) - 200);
     bus.publish_range("in.near", 0..1, |_| near.clone()).await;
-    let picky = testkit("picky", "in.near", "out.near", "config = { mode = \"fail\" }");
+    let picky = testkit(
+        "picky",
+        "in.near",
+        "out.near",
+        "config = { mode = \"fail\" }",
+    );
     let file = write_config(bus.dir.path(), Some(bus.url()), &picky);
     let host = start_host(&file).await;
     bus.wait_for_count("dlq.picky", 1).await;
@@ -94,9 +106,12 @@ async fn a_record_near_the_size_limit_is_dead_lettered_whole() {
 async fn busy_connectors_share_the_instance_pool_without_losing_records() {
     let bus = TestBus::start().await;
     bus.stream("IN", "in.busy.*").await;
-    bus.publish_range("in.busy.a", 0..600, |i| format!("a{i}")).await;
-    bus.publish_range("in.busy.b", 600..1200, |i| format!("b{i}")).await;
-    let slow = "config = { delay_ms = \"300\" }\n[connector.limits]\nconcurrency = 200\ntimeout = \"5s\"";
+    bus.publish_range("in.busy.a", 0..600, |i| format!("a{i}"))
+        .await;
+    bus.publish_range("in.busy.b", 600..1200, |i| format!("b{i}"))
+        .await;
+    let slow =
+        "config = { delay_ms = \"300\" }\n[connector.limits]\nconcurrency = 200\ntimeout = \"5s\"";
     let connectors = [
         testkit("busy-a", "in.busy.a", "out.busy.a", slow),
         testkit("busy-b", "in.busy.b", "out.busy.b", slow),
@@ -110,9 +125,18 @@ async fn busy_connectors_share_the_instance_pool_without_losing_records() {
     bus.assert_exactly_once("out.busy.b", 600).await;
     let metrics = scrape(host.http_addr());
     for name in ["busy-a", "busy-b"] {
-        assert_eq!(metric(&metrics, &format!("plexus_dlq_total{{connector=\"{name}\"}}")), 0.0);
         assert_eq!(
-            metric(&metrics, &format!("plexus_errors_total{{connector=\"{name}\",kind=\"instantiate\"}}")),
+            metric(
+                &metrics,
+                &format!("plexus_dlq_total{{connector=\"{name}\"}}")
+            ),
+            0.0
+        );
+        assert_eq!(
+            metric(
+                &metrics,
+                &format!("plexus_errors_total{{connector=\"{name}\",kind=\"instantiate\"}}")
+            ),
             0.0
         );
     }
@@ -134,9 +158,16 @@ async fn outputs_past_the_limit_dead_letter_their_input() {
     let host = start_host(&file).await;
     bus.wait_for_count("dlq.fan", 2).await;
     bus.wait_drained("in.fan", "fan").await;
-    assert_eq!(bus.count("out.fan").await, 0, "nothing of an over-limit call is published");
+    assert_eq!(
+        bus.count("out.fan").await,
+        0,
+        "nothing of an over-limit call is published"
+    );
     let reason = header(&bus.messages("dlq.fan").await[0], "Plexus-Error").unwrap();
-    assert!(reason.contains("50 outputs, more than limits.outputs (10)"), "{reason}");
+    assert!(
+        reason.contains("50 outputs, more than limits.outputs (10)"),
+        "{reason}"
+    );
     host.shutdown().await;
 }
 
@@ -144,7 +175,8 @@ async fn outputs_past_the_limit_dead_letter_their_input() {
 async fn subjects_that_read_alike_get_streams_of_their_own_with_limits() {
     let bus = TestBus::start().await;
     bus.stream("IN", "in.alike").await;
-    bus.publish_range("in.alike", 0..5, |i| format!("r{i}")).await;
+    bus.publish_range("in.alike", 0..5, |i| format!("r{i}"))
+        .await;
     let connectors = [
         testkit("dots", "in.alike", "feed.x", ""),
         testkit("underscore", "in.alike", "feed_x", ""),
@@ -162,15 +194,27 @@ async fn subjects_that_read_alike_get_streams_of_their_own_with_limits() {
         let mut stream = bus.js.get_stream(&name).await.unwrap();
         let config = &stream.info().await.unwrap().config;
         assert_eq!(config.max_bytes, 1 << 30, "{name}");
-        assert_eq!(config.max_age, std::time::Duration::from_secs(30 * 86_400), "{name}");
-        assert_eq!(config.discard, DiscardPolicy::New, "a full stream refuses, never drops: {name}");
+        assert_eq!(
+            config.max_age,
+            std::time::Duration::from_secs(30 * 86_400),
+            "{name}"
+        );
+        assert_eq!(
+            config.discard,
+            DiscardPolicy::New,
+            "a full stream refuses, never drops: {name}"
+        );
     }
     let mut names = bus.js.stream_names();
     while let Some(name) = names.next().await {
         let name = name.unwrap();
         if name.starts_with("KV_plexus") {
             let mut stream = bus.js.get_stream(&name).await.unwrap();
-            assert_eq!(stream.info().await.unwrap().config.max_bytes, 64 << 20, "{name}");
+            assert_eq!(
+                stream.info().await.unwrap().config.max_bytes,
+                64 << 20,
+                "{name}"
+            );
         }
     }
     host.shutdown().await;
@@ -196,7 +240,9 @@ async fn a_stream_that_forgets_ids_too_soon_is_raised_or_refused() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("stream UPSTREAM remembers message ids for 10s, less than [bus].duplicate_window (2m)"),
+        stderr.contains(
+            "stream UPSTREAM remembers message ids for 10s, less than [bus].duplicate_window (2m)"
+        ),
         "{stderr}"
     );
 }

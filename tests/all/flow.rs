@@ -55,9 +55,10 @@ async fn a_million_line_file_flows_in_bounded_memory_while_other_connectors_answ
     ]
     .concat();
     let file = write_config(dir, Some(bus.url()), &connectors);
-    let text = std::fs::read_to_string(&file)
-        .unwrap()
-        .replace("http = \"127.0.0.1:0\"", &format!("http = \"127.0.0.1:{http}\""));
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "http = \"127.0.0.1:0\"",
+        &format!("http = \"127.0.0.1:{http}\""),
+    );
     std::fs::write(&file, text).unwrap();
     let admin: std::net::SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
 
@@ -81,14 +82,20 @@ async fn a_million_line_file_flows_in_bounded_memory_while_other_connectors_answ
             http_post(admin, "/ingest/lab-http", &body),
         )
         .await
-        .unwrap_or_else(|_| panic!("HTTP ingest did not answer within {ANSWER_WITHIN:?} with {stored} lines stored"));
+        .unwrap_or_else(|_| {
+            panic!("HTTP ingest did not answer within {ANSWER_WITHIN:?} with {stored} lines stored")
+        });
         assert_eq!(status, 202, "{answer}");
-        let mut sender = tokio::net::TcpStream::connect(("127.0.0.1", mllp)).await.unwrap();
+        let mut sender = tokio::net::TcpStream::connect(("127.0.0.1", mllp))
+            .await
+            .unwrap();
         let message = HL7.replace("REQ-1", &format!("MLLP-{probes}"));
         sender.write_all(&framed(&message)).await.unwrap();
         let ack = tokio::time::timeout(ANSWER_WITHIN, read_ack(&mut sender))
             .await
-            .unwrap_or_else(|_| panic!("no MLLP ACK within {ANSWER_WITHIN:?} with {stored} lines stored"));
+            .unwrap_or_else(|_| {
+                panic!("no MLLP ACK within {ANSWER_WITHIN:?} with {stored} lines stored")
+            });
         assert_eq!(ack, format!("MSA|AA|MLLP-{probes}|"));
         assert!(started.elapsed() < 2 * ANSWER_WITHIN);
 
@@ -105,8 +112,14 @@ async fn a_million_line_file_flows_in_bounded_memory_while_other_connectors_answ
                 )
             });
             assert!(status.success(), "stopped cleanly: {status}");
-            eprintln!("stopped in {:?} with {stored} lines stored", asked.elapsed());
-            assert!(bus.count("raw.lines").await < LINES as u64, "the stop came mid-flow");
+            eprintln!(
+                "stopped in {:?} with {stored} lines stored",
+                asked.elapsed()
+            );
+            assert!(
+                bus.count("raw.lines").await < LINES as u64,
+                "the stop came mid-flow"
+            );
             host = HostProcess::spawn(&up, dir);
             host.wait_line("plexus: up");
         }

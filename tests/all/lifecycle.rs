@@ -102,7 +102,8 @@ async fn the_embedded_bus_lives_and_dies_with_the_host() {
         async_nats::connect(&url).await.is_err(),
         "the embedded bus refuses a client without its credentials"
     );
-    let auth = plexus_host::bus::embedded::stored_auth(&store).expect("credentials kept in the store");
+    let auth =
+        plexus_host::bus::embedded::stored_auth(&store).expect("credentials kept in the store");
     let bus = plexus_host::bus::Bus::connect_with(&url, &auth, None, Default::default())
         .await
         .unwrap();

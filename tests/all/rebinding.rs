@@ -25,7 +25,11 @@ async fn a_name_that_rebinds_to_loopback_after_the_check_is_refused() {
     if std::env::var_os(INSIDE).is_none() {
         let dir = tempfile::tempdir().unwrap();
         let resolv = dir.path().join("resolv.conf");
-        std::fs::write(&resolv, "nameserver 127.0.0.1\noptions timeout:2 attempts:2\n").unwrap();
+        std::fs::write(
+            &resolv,
+            "nameserver 127.0.0.1\noptions timeout:2 attempts:2\n",
+        )
+        .unwrap();
         let script = format!(
             "mount --bind {} /etc/resolv.conf && ip link set lo up && ip addr add {}/32 dev lo && exec \"$0\" --exact rebinding::a_name_that_rebinds_to_loopback_after_the_check_is_refused --nocapture",
             resolv.display(),
@@ -48,7 +52,9 @@ async fn a_name_that_rebinds_to_loopback_after_the_check_is_refused() {
 
     // Inside: a DNS server that rebinds after its first answer.
     let asked = Arc::new(AtomicUsize::new(0));
-    let dns = tokio::net::UdpSocket::bind("127.0.0.1:53").await.expect("port 53 in our namespace");
+    let dns = tokio::net::UdpSocket::bind("127.0.0.1:53")
+        .await
+        .expect("port 53 in our namespace");
     tokio::spawn(serve_dns(dns, asked.clone()));
 
     // The real ERP on the public address, an internal service on loopback, same port.
@@ -57,7 +63,8 @@ async fn a_name_that_rebinds_to_loopback_after_the_check_is_refused() {
 
     let bus = TestBus::start().await;
     bus.stream("ORDERS", "erp.orders").await;
-    bus.publish_range("erp.orders", 0..2, |i| format!("{{\"order\":{i}}}")).await;
+    bus.publish_range("erp.orders", 0..2, |i| format!("{{\"order\":{i}}}"))
+        .await;
     let sink = connector(
         "erp",
         "sink",
@@ -70,10 +77,21 @@ async fn a_name_that_rebinds_to_loopback_after_the_check_is_refused() {
     let host = start_host(&file).await;
     bus.wait_drained("erp.orders", "erp").await;
 
-    assert_eq!(public_hits.load(Ordering::SeqCst), 1, "the first record went where the check approved");
-    assert_eq!(internal_hits.load(Ordering::SeqCst), 0, "nothing reached the internal service");
     assert_eq!(
-        metric(&scrape(host.http_addr()), "plexus_capability_denied_total{connector=\"erp\",capability=\"http\"}"),
+        public_hits.load(Ordering::SeqCst),
+        1,
+        "the first record went where the check approved"
+    );
+    assert_eq!(
+        internal_hits.load(Ordering::SeqCst),
+        0,
+        "nothing reached the internal service"
+    );
+    assert_eq!(
+        metric(
+            &scrape(host.http_addr()),
+            "plexus_capability_denied_total{connector=\"erp\",capability=\"http\"}"
+        ),
         1.0,
         "the second, resolving to loopback, was refused and counted"
     );
@@ -86,7 +104,9 @@ async fn a_name_that_rebinds_to_loopback_after_the_check_is_refused() {
 async fn serve_dns(socket: tokio::net::UdpSocket, asked: Arc<AtomicUsize>) {
     let mut buf = [0u8; 512];
     loop {
-        let Ok((n, peer)) = socket.recv_from(&mut buf).await else { return };
+        let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
+            return;
+        };
         let query = &buf[..n];
         if n < 12 {
             continue;
@@ -108,7 +128,11 @@ async fn serve_dns(socket: tokio::net::UdpSocket, asked: Arc<AtomicUsize>) {
         reply.extend_from_slice(&[0, u8::from(answer), 0, 0, 0, 0]);
         reply.extend_from_slice(&query[12..question_end]);
         if answer {
-            let ip = if asked.fetch_add(1, Ordering::SeqCst) == 0 { PUBLIC } else { [127, 0, 0, 1] };
+            let ip = if asked.fetch_add(1, Ordering::SeqCst) == 0 {
+                PUBLIC
+            } else {
+                [127, 0, 0, 1]
+            };
             // Name by pointer, type A, class IN, TTL 0, four bytes.
             reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4]);
             reply.extend_from_slice(&ip);

@@ -3,11 +3,11 @@
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, stream};
@@ -83,7 +83,10 @@ impl TestBus {
         let server = EmbeddedNats::start(&nats_server_binary(), &dir.path().join("nats"), None)
             .expect("nats-server starts");
         let url = server.client_url();
-        let js = plexus_host::bus::Bus::connect(&url).await.expect("connect").js;
+        let js = plexus_host::bus::Bus::connect(&url)
+            .await
+            .expect("connect")
+            .js;
         TestBus {
             server,
             dir,
@@ -563,8 +566,7 @@ impl TestPki {
                 .unwrap();
             (cert.pem(), key.serialize_pem())
         };
-        let (server_cert, server_key) =
-            leaf(vec!["localhost".into(), "127.0.0.1".into()], &ca);
+        let (server_cert, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()], &ca);
         let (client_cert, client_key) = leaf(vec!["lab-a.example".into()], &ca);
         let (stranger_cert, stranger_key) = leaf(vec!["stranger.example".into()], &other_ca);
         TestPki {

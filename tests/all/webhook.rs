@@ -16,7 +16,13 @@ fn sign(timestamp: &str, body: &str, key: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
     mac.update(format!("{timestamp}.{body}").as_bytes());
     let digest = mac.finalize().into_bytes();
-    format!("sha256={}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    format!(
+        "sha256={}",
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
 }
 
 async fn post(addr: SocketAddr, headers: &[(&str, &str)], body: &str) -> (u16, String) {
@@ -33,7 +39,10 @@ async fn post(addr: SocketAddr, headers: &[(&str, &str)], body: &str) -> (u16, S
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (response[9..12].parse().unwrap(), body)
 }
 
@@ -57,9 +66,11 @@ async fn webhook_requests_are_taken_only_when_signed_recently_with_the_secret() 
     let file = write_config(bus.dir.path(), Some(bus.url()), &source);
     let secrets = bus.dir.path().join("secrets.toml");
     std::fs::write(&secrets, format!("SAAS_KEY = \"{KEY}\"\n")).unwrap();
-    let text = std::fs::read_to_string(&file)
-        .unwrap()
-        .replacen("[host]\n", &format!("[host]\nsecrets_file = \"{}\"\n", secrets.display()), 1);
+    let text = std::fs::read_to_string(&file).unwrap().replacen(
+        "[host]\n",
+        &format!("[host]\nsecrets_file = \"{}\"\n", secrets.display()),
+        1,
+    );
     std::fs::write(&file, text).unwrap();
     let host = start_host(&file).await;
     let addr = host.http_addr();
@@ -67,34 +78,70 @@ async fn webhook_requests_are_taken_only_when_signed_recently_with_the_secret() 
 
     let stamp = now();
     let good = sign(&stamp, body, KEY);
-    let (status, answer) = post(addr, &[("X-Signature", &good), ("X-Timestamp", &stamp)], body).await;
+    let (status, answer) = post(
+        addr,
+        &[("X-Signature", &good), ("X-Timestamp", &stamp)],
+        body,
+    )
+    .await;
     assert_eq!((status, answer.as_str()), (202, "{\"published\":2}\n"));
     let stored = bus.messages("raw.saas.invoices").await;
-    let keys: Vec<String> = stored.iter().map(|m| header(m, "Plexus-Key").unwrap()).collect();
+    let keys: Vec<String> = stored
+        .iter()
+        .map(|m| header(m, "Plexus-Key").unwrap())
+        .collect();
     assert_eq!(keys, ["inv-1", "inv-2"]);
 
     let forged = sign(&stamp, body, "whsec_guess");
     let tampered = body.replace("120.00", "12000.00");
     let stale = (stamp.parse::<u64>().unwrap() - 3600).to_string();
     let stale_signed = sign(&stale, body, KEY);
-    let refused: [(&str, Vec<(&str, &str)>, &str); 4] = [
-        ("a forged signature", vec![("X-Signature", &forged), ("X-Timestamp", &stamp)], body),
-        ("a tampered body", vec![("X-Signature", &good), ("X-Timestamp", &stamp)], &tampered),
+    type Attempt<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let refused: [Attempt; 4] = [
+        (
+            "a forged signature",
+            vec![("X-Signature", &forged), ("X-Timestamp", &stamp)],
+            body,
+        ),
+        (
+            "a tampered body",
+            vec![("X-Signature", &good), ("X-Timestamp", &stamp)],
+            &tampered,
+        ),
         ("no signature", vec![("X-Timestamp", &stamp)], body),
-        ("an hour-old request", vec![("X-Signature", &stale_signed), ("X-Timestamp", &stale)], body),
+        (
+            "an hour-old request",
+            vec![("X-Signature", &stale_signed), ("X-Timestamp", &stale)],
+            body,
+        ),
     ];
     for (what, headers, body) in &refused {
         let (status, answer) = post(addr, headers, body).await;
         assert_eq!(status, 401, "{what}: {answer}");
     }
-    assert_eq!(bus.count("raw.saas.invoices").await, 2, "nothing refused was published");
     assert_eq!(
-        metric(&scrape(addr), "plexus_auth_failures_total{endpoint=\"webhook\"}"),
+        bus.count("raw.saas.invoices").await,
+        2,
+        "nothing refused was published"
+    );
+    assert_eq!(
+        metric(
+            &scrape(addr),
+            "plexus_auth_failures_total{endpoint=\"webhook\"}"
+        ),
         4.0
     );
 
     // Signed but not JSON: the sender's mistake, 400.
-    let (status, _) = post(addr, &[("X-Signature", &sign(&stamp, "nope", KEY)), ("X-Timestamp", &stamp)], "nope").await;
+    let (status, _) = post(
+        addr,
+        &[
+            ("X-Signature", &sign(&stamp, "nope", KEY)),
+            ("X-Timestamp", &stamp),
+        ],
+        "nope",
+    )
+    .await;
     assert_eq!(status, 400);
     host.shutdown().await;
 }

@@ -88,7 +88,11 @@ pub struct Unprotected {
 }
 
 /// Refuse a non-loopback address without tokens.
-pub fn check_exposure(addr: &str, tokens: &Tokens, file: &std::path::Path) -> Result<(), Unprotected> {
+pub fn check_exposure(
+    addr: &str,
+    tokens: &Tokens,
+    file: &std::path::Path,
+) -> Result<(), Unprotected> {
     let loopback = addr
         .parse::<SocketAddr>()
         .is_ok_and(|a| a.ip().is_loopback());
@@ -219,7 +223,10 @@ async fn authorize(State(guard): State<Guard>, mut request: Request, next: Next)
     let headers = request.headers();
     if !guard.tokens.configured() {
         if !guard.open_without_tokens {
-            return refuse(StatusCode::UNAUTHORIZED, "this endpoint needs a token, and none exists");
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "this endpoint needs a token, and none exists",
+            );
         }
         if let Some(reason) = foreign(headers) {
             return refuse(StatusCode::FORBIDDEN, &reason);
@@ -231,13 +238,19 @@ async fn authorize(State(guard): State<Guard>, mut request: Request, next: Next)
         return next.run(request).await;
     }
     let Some(token) = bearer(headers) else {
-        return refuse(StatusCode::UNAUTHORIZED, "send Authorization: Bearer <token>");
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "send Authorization: Bearer <token>",
+        );
     };
     let Some(caller) = guard.tokens.verify(token) else {
         return refuse(StatusCode::UNAUTHORIZED, "unknown or revoked token");
     };
     if !caller.role.grants(&wanted) {
-        let reason = format!("token {:?} has role {}, and this needs {wanted}", caller.name, caller.role);
+        let reason = format!(
+            "token {:?} has role {}, and this needs {wanted}",
+            caller.name, caller.role
+        );
         return refuse(StatusCode::FORBIDDEN, &reason);
     }
     request.extensions_mut().insert(caller);
@@ -257,9 +270,13 @@ fn foreign(headers: &HeaderMap) -> Option<String> {
         .map_or(host, |(name, _)| name)
         .trim_matches(['[', ']']);
     let loopback_name = name.eq_ignore_ascii_case("localhost")
-        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
     if !loopback_name {
-        return Some(format!("Host {host:?} is not this machine's loopback address"));
+        return Some(format!(
+            "Host {host:?} is not this machine's loopback address"
+        ));
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or_default();
@@ -267,7 +284,9 @@ fn foreign(headers: &HeaderMap) -> Option<String> {
             .strip_prefix("http://")
             .is_some_and(|o| o.eq_ignore_ascii_case(host));
         if !same {
-            return Some(format!("a request from the page of {origin:?} is not taken without a token"));
+            return Some(format!(
+                "a request from the page of {origin:?} is not taken without a token"
+            ));
         }
     }
     if headers
@@ -290,10 +309,17 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 fn refuse(guard: &Guard, status: StatusCode, what: &str, reason: &str) -> Response {
     guard.metrics.auth_failure("admin");
-    guard
-        .audit
-        .record("auth_failure", "admin", &format!("{what}: {} {reason}", status.as_u16()));
-    tracing::info!(status = status.as_u16(), request = what, reason, "Admin request refused.");
+    guard.audit.record(
+        "auth_failure",
+        "admin",
+        &format!("{what}: {} {reason}", status.as_u16()),
+    );
+    tracing::info!(
+        status = status.as_u16(),
+        request = what,
+        reason,
+        "Admin request refused."
+    );
     let mut response = (status, format!("{reason}\n")).into_response();
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
@@ -378,7 +404,9 @@ async fn ingest(
     let headers: Vec<(String, String)> = headers
         .iter()
         .filter(|(name, _)| *name != header::AUTHORIZATION)
-        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
         .collect();
     // Records are known by key and content, not by which token sent them:
     // a retry after a token is rotated is still the same record.
@@ -422,10 +450,31 @@ mod tests {
     #[test]
     fn tokenless_requests_must_be_local_and_same_origin() {
         assert_eq!(foreign(&headers(&[("host", "127.0.0.1:7700")])), None);
-        assert_eq!(foreign(&headers(&[("host", "localhost:7700"), ("origin", "http://localhost:7700")])), None);
-        assert!(foreign(&headers(&[("host", "127.0.0.1:7700"), ("origin", "https://evil.example")])).is_some());
-        assert!(foreign(&headers(&[("host", "evil.example:7700")])).is_some(), "rebound name");
-        assert!(foreign(&headers(&[("host", "[::1]:7700"), ("sec-fetch-site", "cross-site")])).is_some());
+        assert_eq!(
+            foreign(&headers(&[
+                ("host", "localhost:7700"),
+                ("origin", "http://localhost:7700")
+            ])),
+            None
+        );
+        assert!(
+            foreign(&headers(&[
+                ("host", "127.0.0.1:7700"),
+                ("origin", "https://evil.example")
+            ]))
+            .is_some()
+        );
+        assert!(
+            foreign(&headers(&[("host", "evil.example:7700")])).is_some(),
+            "rebound name"
+        );
+        assert!(
+            foreign(&headers(&[
+                ("host", "[::1]:7700"),
+                ("sec-fetch-site", "cross-site")
+            ]))
+            .is_some()
+        );
         assert_eq!(foreign(&headers(&[("host", "[::1]:7700")])), None);
     }
 

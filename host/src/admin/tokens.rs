@@ -318,7 +318,10 @@ mod tests {
     #[test]
     fn roles() {
         assert_eq!(Role::parse("read"), Ok(Role::Read));
-        assert_eq!(Role::parse("ingest:lab-a"), Ok(Role::Ingest("lab-a".into())));
+        assert_eq!(
+            Role::parse("ingest:lab-a"),
+            Ok(Role::Ingest("lab-a".into()))
+        );
         assert!(Role::parse("ingest:").is_err());
         assert!(Role::parse("admin").is_err());
         assert!(Role::Operate.grants(&Role::Read));
@@ -338,6 +341,10 @@ mod tests {
         assert_eq!(tokens.verify("plx_wrong"), None);
         assert!(create(&path, &Role::Read, "grafana").is_err());
         assert!(revoke(&path, "grafana").unwrap());
-        assert_eq!(tokens.verify(&token), None, "a revoked token is refused at once");
+        assert_eq!(
+            tokens.verify(&token),
+            None,
+            "a revoked token is refused at once"
+        );
     }
 }

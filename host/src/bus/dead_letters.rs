@@ -48,9 +48,10 @@ pub async fn write(
         Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {}
         Err(e) => return Err(anyhow::anyhow!("cannot publish to {subject}: {e}")),
     }
-    let name = headers
-        .get(headers::MSG_ID)
-        .map_or_else(|| format!("body-{}", headers::trace_id(subject)), |id| id.as_str().to_owned());
+    let name = headers.get(headers::MSG_ID).map_or_else(
+        || format!("body-{}", headers::trace_id(subject)),
+        |id| id.as_str().to_owned(),
+    );
     let store = bodies(js).await?;
     store
         .put(name.as_str(), &mut payload.as_ref())
@@ -200,7 +201,12 @@ impl DeadLetters {
                     .await?
                     .get(name.as_str())
                     .await
-                    .with_context(|| format!("cannot read the body {name} of dead letter {}", letter.sequence))?;
+                    .with_context(|| {
+                        format!(
+                            "cannot read the body {name} of dead letter {}",
+                            letter.sequence
+                        )
+                    })?;
                 let mut body = Vec::new();
                 object.read_to_end(&mut body).await?;
                 body.into()

@@ -110,9 +110,7 @@ impl EmbeddedNats {
         let conf = store.join("nats-server.conf");
         write_private(
             &conf,
-            &format!(
-                "authorization {{\n  user: \"{USER}\"\n  password: \"{password}\"\n}}\n"
-            ),
+            &format!("authorization {{\n  user: \"{USER}\"\n  password: \"{password}\"\n}}\n"),
         )?;
         let log = store.join("nats-server.log");
         let port_arg = port.map_or("-1".to_owned(), |p| p.to_string());
@@ -228,9 +226,7 @@ impl EmbeddedNats {
                 Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             }
         }
-        tracing::warn!(
-            "Embedded nats-server did not stop within {STOP_TIMEOUT:?}; killing it."
-        );
+        tracing::warn!("Embedded nats-server did not stop within {STOP_TIMEOUT:?}; killing it.");
         self.kill();
     }
 }
@@ -283,7 +279,9 @@ fn credentials(store: &Path) -> anyhow::Result<String> {
     let password: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     write_private(
         &path,
-        &format!("# The embedded bus's credentials; keep private.\nuser = \"{USER}\"\npassword = \"{password}\"\n"),
+        &format!(
+            "# The embedded bus's credentials; keep private.\nuser = \"{USER}\"\npassword = \"{password}\"\n"
+        ),
     )?;
     Ok(password)
 }

@@ -103,7 +103,10 @@ pub(super) async fn send(
         )
         .await
         .map_err(|_| Error::ConnectionTimeout)??;
-        (sender, Box::pin(connection) as Pin<Box<dyn Future<Output = Result<(), hyper::Error>> + Send>>)
+        (
+            sender,
+            Box::pin(connection) as Pin<Box<dyn Future<Output = Result<(), hyper::Error>> + Send>>,
+        )
     } else {
         let (sender, connection) = tokio::time::timeout(
             connect_timeout,
@@ -111,7 +114,10 @@ pub(super) async fn send(
         )
         .await
         .map_err(|_| Error::ConnectionTimeout)??;
-        (sender, Box::pin(connection) as Pin<Box<dyn Future<Output = Result<(), hyper::Error>> + Send>>)
+        (
+            sender,
+            Box::pin(connection) as Pin<Box<dyn Future<Output = Result<(), hyper::Error>> + Send>>,
+        )
     };
 
     // Origin form on the wire: the authority travels in `Host`.

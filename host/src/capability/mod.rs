@@ -114,8 +114,11 @@ impl ConnectorContext {
         let what = redact(&self.secrets, what);
         tracing::warn!(connector = %self.name, capability, request = %what, "Capability denied.");
         self.metrics.denied(&self.name, capability);
-        self.audit
-            .record("capability_denied", &self.name, &format!("{capability}: {what}"));
+        self.audit.record(
+            "capability_denied",
+            &self.name,
+            &format!("{capability}: {what}"),
+        );
     }
 }
 

@@ -8,8 +8,9 @@ use crate::host::{HostError, load_plugins};
 
 pub(super) async fn run(file: &Path) -> Result<(), HostError> {
     let config = Config::load(file)?;
-    let tokens = crate::admin::Tokens::open(&config.tokens)
-        .map_err(|e| HostError::Usage(format!("{}: [host].tokens: {e:#}", config.file.display())))?;
+    let tokens = crate::admin::Tokens::open(&config.tokens).map_err(|e| {
+        HostError::Usage(format!("{}: [host].tokens: {e:#}", config.file.display()))
+    })?;
     crate::admin::check_exposure(&config.http, &tokens, &config.tokens)
         .map_err(|e| HostError::Usage(format!("{}: {e}", config.file.display())))?;
     let runtime = Runtime::new()?;

@@ -67,7 +67,8 @@ pub(super) async fn replay(file: &Path, connector: &str, only: &[u64]) -> Result
             spec.delivery.dlq
         )));
     }
-    let (audit, writer) = crate::observe::Audit::start(bus.js.clone(), &super::cli_writer(), None).await?;
+    let (audit, writer) =
+        crate::observe::Audit::start(bus.js.clone(), &super::cli_writer(), None).await?;
     let actor = super::os_user();
     let mut replayed = 0;
     for letter in letters
@@ -120,4 +121,3 @@ fn chosen<'a>(config: &'a Config, name: Option<&str>) -> Result<Vec<&'a Connecto
         }
     }
 }
-

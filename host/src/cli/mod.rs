@@ -282,12 +282,16 @@ impl Cli {
 /// The bus the config's host uses, with its credentials: `[bus]`, or the
 /// embedded bus of a running host (whose generated credentials are in its
 /// store, readable by the host's user only).
-pub(super) async fn connect_bus(config: &crate::config::Config) -> Result<crate::bus::Bus, crate::host::HostError> {
+pub(super) async fn connect_bus(
+    config: &crate::config::Config,
+) -> Result<crate::bus::Bus, crate::host::HostError> {
     let limits = crate::bus::Limits::of(&config.bus);
     match &config.bus.url {
         Some(url) => {
             let auth = crate::bus::Auth::from_config(&config.bus, config.secrets_file.as_deref())
-                .map_err(|e| crate::host::HostError::Usage(format!("{}: {e:#}", config.file.display())))?;
+                .map_err(|e| {
+                crate::host::HostError::Usage(format!("{}: {e:#}", config.file.display()))
+            })?;
             Ok(crate::bus::Bus::connect_with(url, &auth, config.bus.tls.as_ref(), limits).await?)
         }
         None => {
@@ -322,7 +326,13 @@ pub(super) fn os_user() -> String {
 pub(super) fn cli_writer() -> String {
     let user: String = os_user()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("cli-{user}")
 }

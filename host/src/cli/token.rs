@@ -63,9 +63,8 @@ pub(super) fn list(file: &Path) -> Result<(), HostError> {
 /// The token the CLI sends: `--token-file`, else `$PLEXUS_TOKEN`.
 pub(super) fn from_env_or_file(file: Option<&Path>) -> Result<Option<String>, HostError> {
     if let Some(file) = file {
-        let text = std::fs::read_to_string(file).map_err(|e| {
-            HostError::Usage(format!("--token-file {}: {e}", file.display()))
-        })?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| HostError::Usage(format!("--token-file {}: {e}", file.display())))?;
         let token = text.trim().to_owned();
         if token.is_empty() {
             return Err(HostError::Usage(format!(

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::values::{DAY, HOUR, check_subject, duration, size, subject_matches};
 use super::BusConfig;
+use super::values::{DAY, HOUR, check_subject, duration, size, subject_matches};
 
 /// A connector's role, which must match the world its plugin exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -329,7 +329,9 @@ pub(super) fn validate(
             .map_err(|e| fail(format!("schedule {schedule:?}: {e}")))?;
     }
     let listener = match c.listen.as_deref().filter(|l| *l != "http") {
-        Some(listen) => Some(listener(listen, c.tls, c.listener.unwrap_or_default(), resolve).map_err(fail)?),
+        Some(listen) => {
+            Some(listener(listen, c.tls, c.listener.unwrap_or_default(), resolve).map_err(fail)?)
+        }
         None => {
             if c.tls.is_some() || c.listener.is_some() {
                 return Err(fail(
@@ -341,14 +343,31 @@ pub(super) fn validate(
     };
 
     let limits = Limits {
-        memory: size(c.limits.memory.as_deref(), 64 << 20, "limits.memory", 1 << 20, 4 << 30)
-            .map_err(fail)?,
-        timeout: duration(c.limits.timeout.as_deref(), Duration::from_secs(2), "limits.timeout", HOUR)
-            .map_err(fail)?,
+        memory: size(
+            c.limits.memory.as_deref(),
+            64 << 20,
+            "limits.memory",
+            1 << 20,
+            4 << 30,
+        )
+        .map_err(fail)?,
+        timeout: duration(
+            c.limits.timeout.as_deref(),
+            Duration::from_secs(2),
+            "limits.timeout",
+            HOUR,
+        )
+        .map_err(fail)?,
         concurrency: c.limits.concurrency.unwrap_or(4),
         outputs: c.limits.outputs.unwrap_or(10_000),
-        output_bytes: size(c.limits.output_bytes.as_deref(), 64 << 20, "limits.output_bytes", 1 << 10, 1 << 30)
-            .map_err(fail)?,
+        output_bytes: size(
+            c.limits.output_bytes.as_deref(),
+            64 << 20,
+            "limits.output_bytes",
+            1 << 10,
+            1 << 30,
+        )
+        .map_err(fail)?,
     };
     if !(1..=256).contains(&limits.concurrency) {
         return Err(fail(format!(
@@ -435,7 +454,10 @@ pub(super) fn validate(
         .map(|f| resolve(Path::new(f.rsplit_once(':').map_or(f.as_str(), |(d, _)| d))))
         .collect();
     for (grant, dir) in c.grants.files.iter().zip(&file_dirs) {
-        for (what, protected) in [("data_dir", Some(host.data_dir)), ("[host].secrets_file", host.secrets_file)] {
+        for (what, protected) in [
+            ("data_dir", Some(host.data_dir)),
+            ("[host].secrets_file", host.secrets_file),
+        ] {
             let Some(protected) = protected else { continue };
             if overlaps(dir, protected) {
                 return Err(fail(format!(
@@ -513,11 +535,18 @@ fn listener(
                 key: resolve(&tls.key),
                 client_ca: tls.client_ca.as_deref().map(resolve),
             };
-            for (key, file) in [("cert", Some(&tls.cert)), ("key", Some(&tls.key)), ("client_ca", tls.client_ca.as_ref())] {
+            for (key, file) in [
+                ("cert", Some(&tls.cert)),
+                ("key", Some(&tls.key)),
+                ("client_ca", tls.client_ca.as_ref()),
+            ] {
                 if let Some(file) = file
                     && !file.is_file()
                 {
-                    return Err(format!("tls.{key} {} is not a readable file", file.display()));
+                    return Err(format!(
+                        "tls.{key} {} is not a readable file",
+                        file.display()
+                    ));
                 }
             }
             Some(tls)
@@ -554,7 +583,17 @@ fn listener(
         tls,
         allow,
         max_connections,
-        idle_timeout: duration(raw.idle_timeout.as_deref(), Duration::from_secs(300), "listener.idle_timeout", DAY)?,
-        frame_timeout: duration(raw.frame_timeout.as_deref(), Duration::from_secs(30), "listener.frame_timeout", HOUR)?,
+        idle_timeout: duration(
+            raw.idle_timeout.as_deref(),
+            Duration::from_secs(300),
+            "listener.idle_timeout",
+            DAY,
+        )?,
+        frame_timeout: duration(
+            raw.frame_timeout.as_deref(),
+            Duration::from_secs(30),
+            "listener.frame_timeout",
+            HOUR,
+        )?,
     })
 }

@@ -53,8 +53,13 @@ pub fn size(
 
 /// `1048576` → `1MiB`, for messages.
 pub fn human_bytes(bytes: usize) -> String {
-    for (unit, scale) in [("TiB", 1usize << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if bytes >= scale && bytes % scale == 0 {
+    for (unit, scale) in [
+        ("TiB", 1usize << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ] {
+        if bytes >= scale && bytes.is_multiple_of(scale) {
             return format!("{}{unit}", bytes / scale);
         }
     }
@@ -174,7 +179,10 @@ mod tests {
         );
         assert_eq!(duration(None, max, "k", max), Ok(max));
         let e = duration(Some("300000000000years"), max, "limits.timeout", max).unwrap_err();
-        assert!(e.contains("limits.timeout") && e.contains("longer than the most"), "{e}");
+        assert!(
+            e.contains("limits.timeout") && e.contains("longer than the most"),
+            "{e}"
+        );
         assert!(duration(Some("0s"), max, "k", max).is_err());
         assert!(duration(Some("soon"), max, "k", max).is_err());
     }

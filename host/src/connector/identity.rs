@@ -104,8 +104,9 @@ impl Collisions {
 fn fingerprint(parts: &[&[u8]]) -> u64 {
     use std::hash::{BuildHasher as _, Hasher as _};
     // Fixed keys: the same input maps to the same slot for the process's life.
-    let mut h = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-        .build_hasher();
+    let mut h =
+        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .build_hasher();
     for part in parts {
         h.write(part);
         h.write_u8(0);
@@ -137,10 +138,22 @@ mod tests {
         let c = Collisions::default();
         let first = of("LAB-A", "1001", b"one");
         assert!(!c.reused("1001", &first));
-        assert!(!c.reused("1001", &first), "an identical resend is no collision");
-        assert!(c.reused("1001", &of("LAB-B", "1001", b"one")), "another sender");
-        assert!(c.reused("1001", &of("LAB-B", "1001", b"two")), "other content");
-        assert!(!c.reused("1001", &first), "a resend of an earlier one is no new collision");
+        assert!(
+            !c.reused("1001", &first),
+            "an identical resend is no collision"
+        );
+        assert!(
+            c.reused("1001", &of("LAB-B", "1001", b"one")),
+            "another sender"
+        );
+        assert!(
+            c.reused("1001", &of("LAB-B", "1001", b"two")),
+            "other content"
+        );
+        assert!(
+            !c.reused("1001", &first),
+            "a resend of an earlier one is no new collision"
+        );
         assert!(!c.reused("1002", &of("LAB-B", "1002", b"two")));
     }
 }

@@ -225,7 +225,9 @@ impl Running {
                         let tls = match &settings.tls {
                             Some(tls) => Some(
                                 crate::tls::acceptor(&tls.cert, &tls.key, tls.client_ca.as_deref())
-                                    .with_context(|| format!("connector {name}: [connector.tls]"))?,
+                                    .with_context(|| {
+                                        format!("connector {name}: [connector.tls]")
+                                    })?,
                             ),
                             None => None,
                         };

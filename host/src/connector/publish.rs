@@ -65,7 +65,11 @@ impl Publisher {
             js,
             window: Arc::new(Semaphore::new(WINDOW)),
             // 1 MiB, the server's default, until the server has said.
-            max_payload: if max_payload == 0 { 1 << 20 } else { max_payload },
+            max_payload: if max_payload == 0 {
+                1 << 20
+            } else {
+                max_payload
+            },
         }
     }
 

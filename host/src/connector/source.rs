@@ -240,9 +240,7 @@ impl Source {
                 return Err(IngestError::Unavailable(reason));
             }
             // Not the message's fault: the sender should try again.
-            Err(fault)
-                if matches!(fault.kind, FaultKind::Instantiate | FaultKind::Released) =>
-            {
+            Err(fault) if matches!(fault.kind, FaultKind::Instantiate | FaultKind::Released) => {
                 self.metrics.error(&self.name, fault.kind.as_str());
                 return Err(IngestError::Unavailable(fault.to_string()));
             }
@@ -263,7 +261,7 @@ impl Source {
             .enumerate()
             .filter_map(|(index, record)| {
                 self.prepare(index, record, origin, Some(&message))
-                    .map_err(|r| refused.push(r))
+                    .map_err(|r| refused.push(*r))
                     .ok()
             })
             .collect();
@@ -276,7 +274,11 @@ impl Source {
         }
         let n = outgoing.len() as u64;
         self.metrics.records_in(&self.name, n);
-        match self.publisher.publish_all(outgoing.into_iter().map(Ok)).await {
+        match self
+            .publisher
+            .publish_all(outgoing.into_iter().map(Ok))
+            .await
+        {
             Ok(n) => {
                 self.metrics.records_out(&self.name, n);
                 Ok(n)
@@ -327,13 +329,15 @@ impl Source {
         let outgoing = records
             .into_iter()
             .enumerate()
-            .filter_map(|(index, record)| match self.prepare(index, record, origin, message) {
-                Ok(outgoing) => Some(Ok(outgoing)),
-                Err(r) => {
-                    refused.push(r);
-                    None
-                }
-            });
+            .filter_map(
+                |(index, record)| match self.prepare(index, record, origin, message) {
+                    Ok(outgoing) => Some(Ok(outgoing)),
+                    Err(r) => {
+                        refused.push(*r);
+                        None
+                    }
+                },
+            );
         match self.publisher.publish_all(outgoing).await {
             Ok(n) => {
                 self.metrics.records_out(&self.name, n);
@@ -358,7 +362,7 @@ impl Source {
         mut record: PluginRecord,
         origin: &str,
         message: Option<&str>,
-    ) -> Result<Outgoing, Refused> {
+    ) -> Result<Outgoing, Box<Refused>> {
         let key = if record.key.is_empty() {
             // Without a key, a record is known by the message it came in and
             // its place there.
@@ -371,11 +375,13 @@ impl Source {
             self.metrics.key_collision(&self.name);
             tracing::warn!(connector = %self.name, key = %key, origin, "A source key came back with different content; both are kept.");
         }
-        let refuse = |reason: String, record: PluginRecord| Refused {
-            index,
-            identity: id.clone(),
-            reason,
-            record,
+        let refuse = |reason: String, record: PluginRecord| {
+            Box::new(Refused {
+                index,
+                identity: id.clone(),
+                reason,
+                record,
+            })
         };
         if let Err(violation) = self.contracts.check(&mut record) {
             return Err(refuse(violation.to_string(), record));

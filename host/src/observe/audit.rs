@@ -89,7 +89,11 @@ pub const REFUSALS_EVERY: std::time::Duration = std::time::Duration::from_secs(1
 
 impl std::fmt::Debug for Audit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.tx.is_some() { "Audit" } else { "Audit(off)" })
+        f.write_str(if self.tx.is_some() {
+            "Audit"
+        } else {
+            "Audit(off)"
+        })
     }
 }
 
@@ -121,7 +125,10 @@ impl Audit {
                 };
                 let Some(event) = event else { break };
                 if let Err(error) = chain.append(event).await {
-                    tracing::error!(error = format!("{error:#}"), "Cannot append to the audit log.");
+                    tracing::error!(
+                        error = format!("{error:#}"),
+                        "Cannot append to the audit log."
+                    );
                 }
             }
         });
@@ -141,7 +148,9 @@ impl Audit {
         let mut detail: String = detail.chars().take(1024).collect();
         if event == "auth_failure" {
             // Throttled, and never into the half of the queue kept for the rest.
-            let Ok(mut refusals) = self.refusals.lock() else { return };
+            let Ok(mut refusals) = self.refusals.lock() else {
+                return;
+            };
             let now = std::time::Instant::now();
             let due = refusals
                 .last
@@ -153,7 +162,9 @@ impl Audit {
             }
             refusals.last.insert(actor.to_owned(), now);
             if let Some(more) = refusals.since.remove(actor).filter(|n| *n > 0) {
-                detail.push_str(&format!(" (and {more} more refused before it, not recorded one by one)"));
+                detail.push_str(&format!(
+                    " (and {more} more refused before it, not recorded one by one)"
+                ));
             }
         }
         let event = Event {
@@ -165,7 +176,9 @@ impl Audit {
             if let Some(metrics) = &self.metrics {
                 metrics.audit_dropped();
             }
-            tracing::warn!("The audit log's queue is full; a record was dropped (counted in plexus_audit_dropped_total).");
+            tracing::warn!(
+                "The audit log's queue is full; a record was dropped (counted in plexus_audit_dropped_total)."
+            );
         }
     }
 }
@@ -244,7 +257,10 @@ impl Chain {
                 self.seq = record.seq;
                 self.prev = digest(&last.payload);
             }
-            Err(e) if e.kind() == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+            {
                 self.last_sequence = 0;
                 self.seq = 0;
                 self.prev.clear();
@@ -290,12 +306,18 @@ impl Chain {
                 Err(e) => return Err(e.into()),
             }
         }
-        bail!("the audit chain {} keeps moving under this writer", self.subject)
+        bail!(
+            "the audit chain {} keeps moving under this writer",
+            self.subject
+        )
     }
 }
 
 fn digest(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// One record as read back, with where it is in the stream.
@@ -369,7 +391,10 @@ pub fn verify(stored: &[Stored], aged_out: bool) -> Result<Verified, String> {
     let mut chains: std::collections::HashMap<String, (u64, String)> = Default::default();
     for item in stored {
         let record = item.record.as_ref().map_err(|e| {
-            format!("stream sequence {}: not an audit record ({e}): it was altered", item.sequence)
+            format!(
+                "stream sequence {}: not an audit record ({e}): it was altered",
+                item.sequence
+            )
         })?;
         if item.subject != format!("plexus.audit.{}", record.writer) {
             return Err(format!(
@@ -428,7 +453,13 @@ pub fn writer_name(data_dir: &std::path::Path) -> String {
     let name: String = machine
         .trim()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(40)
         .collect();
     format!("{name}-{}", &place[..8])
@@ -465,7 +496,13 @@ mod tests {
 
     #[test]
     fn an_untouched_chain_verifies() {
-        assert_eq!(verify(&chain(5), false), Ok(Verified { chains: 1, records: 5 }));
+        assert_eq!(
+            verify(&chain(5), false),
+            Ok(Verified {
+                chains: 1,
+                records: 5
+            })
+        );
     }
 
     #[test]
@@ -473,15 +510,27 @@ mod tests {
         let mut c = chain(5);
         c.remove(2);
         let e = verify(&c, false).unwrap_err();
-        assert!(e.contains("record 4 (stream sequence 4) follows record 2: record 3 was removed"), "{e}");
+        assert!(
+            e.contains("record 4 (stream sequence 4) follows record 2: record 3 was removed"),
+            "{e}"
+        );
     }
 
     #[test]
     fn a_chain_whose_oldest_records_aged_out_still_verifies() {
         let mut c = chain(5);
         c.drain(..2);
-        assert!(verify(&c, false).is_err(), "without retention, a missing start is a removal");
-        assert_eq!(verify(&c, true), Ok(Verified { chains: 1, records: 3 }));
+        assert!(
+            verify(&c, false).is_err(),
+            "without retention, a missing start is a removal"
+        );
+        assert_eq!(
+            verify(&c, true),
+            Ok(Verified {
+                chains: 1,
+                records: 3
+            })
+        );
     }
 
     #[test]
@@ -492,6 +541,11 @@ mod tests {
         c[1].raw = serde_json::to_vec(&altered).unwrap().into();
         c[1].record = Ok(altered);
         let e = verify(&c, false).unwrap_err();
-        assert!(e.contains("record 3 (stream sequence 3) does not follow record 2: record 2 was altered"), "{e}");
+        assert!(
+            e.contains(
+                "record 3 (stream sequence 3) does not follow record 2: record 2 was altered"
+            ),
+            "{e}"
+        );
     }
 }

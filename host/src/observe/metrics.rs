@@ -237,7 +237,9 @@ impl Metrics {
 
     /// Source key collisions of `connector` so far.
     pub fn key_collisions(&self, connector: &str) -> u64 {
-        self.collisions.get(&label(connector)).map_or(0, |c| c.get())
+        self.collisions
+            .get(&label(connector))
+            .map_or(0, |c| c.get())
     }
 
     /// Count an audit record that could not be queued.

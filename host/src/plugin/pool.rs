@@ -422,9 +422,7 @@ impl Instances {
                 }
                 World::Source(pre) => Bindings::Source(pre.instantiate_async(&mut store).await?),
                 World::Sink(pre) => Bindings::Sink(pre.instantiate_async(&mut store).await?),
-                World::Webhook(pre) => {
-                    Bindings::Webhook(pre.instantiate_async(&mut store).await?)
-                }
+                World::Webhook(pre) => Bindings::Webhook(pre.instantiate_async(&mut store).await?),
             })
         };
         let instantiated =

@@ -117,7 +117,9 @@ impl Source for FileDrop {
                 continue;
             };
             if name.contains(['\n', '\r', '\t']) {
-                log::warn(&format!("skipping {name:?} in {dir}: its name holds a line break or tab"));
+                log::warn(&format!(
+                    "skipping {name:?} in {dir}: its name holds a line break or tab"
+                ));
                 continue;
             }
             let Ok(meta) = entry.metadata() else { continue };
@@ -151,7 +153,11 @@ impl Source for FileDrop {
         }
         // Files begun first, then the oldest.
         waiting.sort_by(|a, b| {
-            (a.resume.is_none(), a.modified, &a.name).cmp(&(b.resume.is_none(), b.modified, &b.name))
+            (a.resume.is_none(), a.modified, &a.name).cmp(&(
+                b.resume.is_none(),
+                b.modified,
+                &b.name,
+            ))
         });
         waiting.truncate(max_files);
 
@@ -206,7 +212,8 @@ fn read_lines(
 ) -> Result<Option<Place>, Error> {
     let retry = |e: std::io::Error| Error::Retryable(format!("cannot read {path}: {e}"));
     let mut file = std::fs::File::open(path).map_err(retry)?;
-    file.seek(std::io::SeekFrom::Start(start.offset)).map_err(retry)?;
+    file.seek(std::io::SeekFrom::Start(start.offset))
+        .map_err(retry)?;
     let mut reader = std::io::BufReader::with_capacity(64 << 10, file);
     let mut place = start;
     let mut line = Vec::new();
@@ -248,7 +255,13 @@ mod tests {
     fn cursors_round_trip() {
         let mut taken = Taken::new();
         taken.insert("a.csv".into(), None);
-        taken.insert("big.csv".into(), Some(Place { offset: 4096, line: 100 }));
+        taken.insert(
+            "big.csv".into(),
+            Some(Place {
+                offset: 4096,
+                line: 100,
+            }),
+        );
         let text = write_cursor(&taken);
         assert_eq!(parse_cursor(Some(&text)), taken);
         // Cursors written before pages existed: names only.

@@ -47,12 +47,16 @@ impl Check {
         let name = config::get("secret")
             .ok_or_else(|| Refusal::Unavailable("config `secret` is required".into()))?;
         let key = secrets::get(&name).map_err(|e| {
-            Refusal::Unavailable(format!("the signing secret {name:?} is not available: {e:?}"))
+            Refusal::Unavailable(format!(
+                "the signing secret {name:?} is not available: {e:?}"
+            ))
         })?;
         let tolerance = match config::get("tolerance") {
             None => 300,
             Some(text) => text.trim().parse().map_err(|_| {
-                Refusal::Unavailable(format!("config `tolerance` {text:?} is not a number of seconds"))
+                Refusal::Unavailable(format!(
+                    "config `tolerance` {text:?} is not a number of seconds"
+                ))
             })?,
         };
         Ok(Check {
@@ -78,12 +82,14 @@ impl Check {
         let signature = header(&self.signature_header).ok_or_else(|| {
             Refusal::Unauthenticated(format!("no {} header", self.signature_header))
         })?;
-        let hex = signature.strip_prefix(self.scheme.as_str()).ok_or_else(|| {
-            Refusal::Unauthenticated(format!(
-                "the {} header does not start with {:?}",
-                self.signature_header, self.scheme
-            ))
-        })?;
+        let hex = signature
+            .strip_prefix(self.scheme.as_str())
+            .ok_or_else(|| {
+                Refusal::Unauthenticated(format!(
+                    "the {} header does not start with {:?}",
+                    self.signature_header, self.scheme
+                ))
+            })?;
         let expected = decode_hex(hex).ok_or_else(|| {
             Refusal::Unauthenticated(format!("the {} header is not hex", self.signature_header))
         })?;
@@ -139,7 +145,8 @@ fn to_records(body: &[u8]) -> Result<Vec<Record>, Refusal> {
                     }
                 },
             };
-            let mut record = Record::new(id, item.to_string()).with_content_type("application/json");
+            let mut record =
+                Record::new(id, item.to_string()).with_content_type("application/json");
             if let Some(schema) = &schema {
                 record = record.with_schema(schema);
             }
@@ -149,7 +156,7 @@ fn to_records(body: &[u8]) -> Result<Vec<Record>, Refusal> {
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
@@ -184,12 +191,18 @@ mod tests {
         let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
         mac.update(message);
         let bytes = mac.finalize().into_bytes();
-        format!("sha256={}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        format!(
+            "sha256={}",
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        )
     }
 
     fn request(headers: &[(&str, &str)], body: &str) -> Request {
         Request {
-            headers: headers.iter().map(|(n, v)| ((*n).into(), (*v).into())).collect(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| ((*n).into(), (*v).into()))
+                .collect(),
             body: body.as_bytes().to_vec(),
         }
     }
@@ -198,7 +211,11 @@ mod tests {
     fn a_good_signature_passes_and_a_forged_one_does_not() {
         let body = r#"{"id":"inv-1"}"#;
         let good = sign("whsec_test", body.as_bytes());
-        assert!(check(false).verify(&request(&[("X-Signature", &good)], body), 0).is_ok());
+        assert!(
+            check(false)
+                .verify(&request(&[("X-Signature", &good)], body), 0)
+                .is_ok()
+        );
         let forged = sign("guess", body.as_bytes());
         assert!(matches!(
             check(false).verify(&request(&[("x-signature", &forged)], body), 0),

@@ -177,7 +177,10 @@ impl Mllp {
                                 this.source.audit.record(
                                     "auth_failure",
                                     "mllp",
-                                    &format!("connector {}: {peer}: TLS handshake failed: {error}", this.name()),
+                                    &format!(
+                                        "connector {}: {peer}: TLS handshake failed: {error}",
+                                        this.name()
+                                    ),
                                 );
                                 this.refused.warn(|suppressed| {
                                     tracing::warn!(connector = %this.name(), %peer, %error, suppressed, "MLLP TLS handshake failed.");
@@ -290,10 +293,16 @@ impl Mllp {
                     Frame::Message(message) => {
                         let origin = sender(&message);
                         let message = bytes::Bytes::from(message);
-                        let taken = self.source.ingest(message.clone(), Vec::new(), &origin).await;
+                        let taken = self
+                            .source
+                            .ingest(message.clone(), Vec::new(), &origin)
+                            .await;
                         let (code, reason) = match taken {
                             Ok(_) => ("AA", String::new()),
-                            Err(IngestError::Rejected(reason) | IngestError::Unauthenticated(reason)) => ("AR", reason),
+                            Err(
+                                IngestError::Rejected(reason)
+                                | IngestError::Unauthenticated(reason),
+                            ) => ("AR", reason),
                             Err(IngestError::Unavailable(reason)) => ("AE", reason),
                         };
                         ack(&message, code, &reason)
