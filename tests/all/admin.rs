@@ -61,7 +61,13 @@ async fn every_route_wants_a_token_with_the_right_role() {
         "mllp",
         "listen = \"http\"\nto = \"raw.other\"",
     );
-    let file = write_config(bus.dir.path(), Some(bus.url()), &(ingest + &other));
+    let relay = testkit(
+        "relay",
+        "raw.lab",
+        "out.lab",
+        "config = { mode = \"fail\" }",
+    );
+    let file = write_config(bus.dir.path(), Some(bus.url()), &(ingest + &other + &relay));
     let reader = token(&file, "read", "grafana").await;
     let operator = token(&file, "operate", "oncall").await;
     let sender = token(&file, "ingest:lab", "lab-feed").await;
@@ -151,12 +157,46 @@ async fn every_route_wants_a_token_with_the_right_role() {
     assert_eq!((status, body.as_str()), (202, "{\"published\":1}\n"));
     assert_eq!(bus.count("raw.lab").await, 1);
 
+    // State-changing calls want `operate`: replaying relay's dead letter.
+    bus.wait_for_count("dlq.relay", 1).await;
+    let path = "/connectors/relay/dead-letters/replay";
+    let (status, _) = request(addr, "POST", path, &[], "").await;
+    assert_eq!(status, 401);
+    for wrong in [&reader, &sender] {
+        let (status, _) =
+            request(addr, "POST", path, &[("Authorization", &bearer(wrong))], "").await;
+        assert_eq!(status, 403, "replay with a read or ingest token");
+    }
+    let (status, body) = request(
+        addr,
+        "POST",
+        path,
+        &[("Authorization", &bearer(&operator))],
+        "",
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "{\"replayed\":1}\n"));
+    // Still failing, it is dead-lettered a second time.
+    let dead_lettered = || {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            stream,
+            "GET /metrics HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {reader}\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        metric(&response, "plexus_dlq_total{connector=\"relay\"}") == 2.0
+    };
+    wait_until("the replayed record is dead-lettered again", dead_lettered).await;
+
     let (status, _) = request(addr, "GET", "/healthz", &[], "").await;
     assert_eq!(status, 200, "health stays open");
 
     let metrics = admin_get_with(addr, "/metrics", &reader).await;
     assert!(
-        metric(&metrics, "plexus_auth_failures_total{endpoint=\"admin\"}") >= 14.0,
+        metric(&metrics, "plexus_auth_failures_total{endpoint=\"admin\"}") >= 17.0,
         "refusals are counted"
     );
 

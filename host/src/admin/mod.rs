@@ -5,6 +5,7 @@
 //! | `GET /healthz` | open |
 //! | `GET /` (dashboard), `GET /metrics`, `GET /connectors` | `read` (or `operate`) |
 //! | `POST /ingest/<connector>` | `ingest:<connector>` |
+//! | `POST /connectors/<connector>/dead-letters/replay[?seq=N]` | `operate` |
 //!
 //! Callers send `Authorization: Bearer <token>`; tokens live hashed in
 //! `[host].tokens` (`tokens.rs`). Without a token → 401, with one whose role
@@ -133,9 +134,13 @@ pub async fn serve(
     let ingest = Router::new()
         .route("/ingest/{connector}", post(ingest))
         .layer(DefaultBodyLimit::max(MAX_INGEST));
+    let operate = Router::new()
+        .route("/connectors/{connector}/dead-letters/replay", post(replay))
+        .layer(DefaultBodyLimit::max(MAX_BODY));
     let app = Router::new()
         .merge(read)
         .merge(ingest)
+        .merge(operate)
         .layer(middleware::from_fn_with_state(guard, authorize))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(middleware::from_fn(declared_size))
@@ -204,16 +209,20 @@ struct Guard {
     open_without_tokens: bool,
 }
 
-/// The role a route needs.
-fn required(path: &str) -> Role {
+/// The role a route needs: reading for `GET`, `ingest:<connector>` to
+/// post records, `operate` for every other call that changes something.
+fn required(method: &axum::http::Method, path: &str) -> Role {
     match path.strip_prefix("/ingest/") {
         Some(connector) => Role::Ingest(connector.trim_end_matches('/').to_owned()),
-        None => Role::Read,
+        None if method == axum::http::Method::GET || method == axum::http::Method::HEAD => {
+            Role::Read
+        }
+        None => Role::Operate,
     }
 }
 
 async fn authorize(State(guard): State<Guard>, mut request: Request, next: Next) -> Response {
-    let wanted = required(request.uri().path());
+    let wanted = required(request.method(), request.uri().path());
     let peer = request
         .extensions()
         .get::<Peer>()
@@ -393,6 +402,65 @@ async fn dashboard(State(state): State<Admin>) -> impl IntoResponse {
     )
 }
 
+#[derive(serde::Deserialize)]
+struct ReplayQuery {
+    seq: Option<u64>,
+}
+
+/// Send a connector's dead letters (or the one numbered `seq`) back to it,
+/// as `plexus dlq replay` does, recorded in the audit log under the token's name.
+async fn replay(
+    State(state): State<Admin>,
+    Path(connector): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<ReplayQuery>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> impl IntoResponse {
+    let Some(status) = state.roster.get(&connector) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no connector {connector:?} runs here\n"),
+        );
+    };
+    if status.kind == "source" {
+        return (
+            StatusCode::CONFLICT,
+            format!(
+                "{connector:?} is a source: its dead letters are kept for inspection, not replayed\n"
+            ),
+        );
+    }
+    let result = async {
+        let dead = crate::bus::dead_letters::DeadLetters::open(&state.js, &status.dlq).await?;
+        let letters = dead.list(&connector).await?;
+        let mut replayed = 0u64;
+        for letter in letters
+            .iter()
+            .filter(|l| query.seq.is_none_or(|seq| seq == l.sequence))
+        {
+            dead.replay(letter).await?;
+            state.audit.record(
+                "replay",
+                &caller.name,
+                &format!(
+                    "connector {connector}: dead letter #{} ({}) sent back to {}",
+                    letter.sequence, letter.identity, letter.original_subject
+                ),
+            );
+            replayed += 1;
+        }
+        anyhow::Ok(replayed)
+    }
+    .await;
+    match result {
+        Ok(0) if query.seq.is_some() => (
+            StatusCode::NOT_FOUND,
+            format!("connector {connector:?} has no such dead letter\n"),
+        ),
+        Ok(n) => (StatusCode::OK, format!("{{\"replayed\":{n}}}\n")),
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, format!("{error:#}\n")),
+    }
+}
+
 async fn ingest(
     State(state): State<Admin>,
     Path(connector): Path<String>,
@@ -480,7 +548,16 @@ mod tests {
 
     #[test]
     fn routes_need_their_roles() {
-        assert_eq!(required("/metrics"), Role::Read);
-        assert_eq!(required("/ingest/lab-a"), Role::Ingest("lab-a".into()));
+        use axum::http::Method;
+        assert_eq!(required(&Method::GET, "/metrics"), Role::Read);
+        assert_eq!(
+            required(&Method::POST, "/ingest/lab-a"),
+            Role::Ingest("lab-a".into())
+        );
+        assert_eq!(
+            required(&Method::POST, "/connectors/x/dead-letters/replay"),
+            Role::Operate
+        );
+        assert_eq!(required(&Method::DELETE, "/connectors"), Role::Operate);
     }
 }

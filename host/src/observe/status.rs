@@ -72,6 +72,11 @@ impl Roster {
         }
     }
 
+    /// The running connector `name`, as last published (counts not filled).
+    pub fn get(&self, name: &str) -> Option<ConnectorStatus> {
+        self.0.read().ok()?.iter().find(|c| c.name == name).cloned()
+    }
+
     /// Every running connector with its current counts and lag.
     pub async fn report(&self, metrics: &Metrics, js: &jetstream::Context) -> Vec<ConnectorStatus> {
         let mut entries = self.0.read().map(|r| r.clone()).unwrap_or_default();
