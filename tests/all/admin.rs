@@ -190,6 +190,17 @@ async fn every_route_wants_a_token_with_the_right_role() {
         metric(&response, "plexus_dlq_total{connector=\"relay\"}") == 2.0
     };
     wait_until("the replayed record is dead-lettered again", dead_lettered).await;
+    // `plexus dlq replay` with an operate token asks the host to do it.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_plexus"))
+        .args(["dlq", "replay", "relay", "-c", file.to_str().unwrap()])
+        .env("PLEXUS_TOKEN", &operator)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        cli_stdout(&out).starts_with("relay: replayed 1 dead letter (by the host at"),
+        "{out:?}"
+    );
 
     let (status, _) = request(addr, "GET", "/healthz", &[], "").await;
     assert_eq!(status, 200, "health stays open");

@@ -25,6 +25,10 @@ use super::headers;
 
 /// The object store holding the bodies of dead letters too large to carry them.
 pub const BODIES: &str = "plexus-dead-letter-bodies";
+/// Its size limit.
+pub const BODIES_MAX_BYTES: i64 = 1 << 30;
+/// How long it keeps a body.
+pub const BODIES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
 
 /// Store a dead letter on `subject` and wait until it is stored. A body that
 /// does not fit beside the headers goes to [`BODIES`] under the dead
@@ -76,6 +80,9 @@ async fn bodies(js: &jetstream::Context) -> anyhow::Result<jetstream::object_sto
             .create_object_store(jetstream::object_store::Config {
                 bucket: BODIES.to_owned(),
                 description: Some("Bodies of dead letters too large to carry them".into()),
+                // Like the streams the host creates: bounded, and kept a while.
+                max_bytes: BODIES_MAX_BYTES,
+                max_age: BODIES_MAX_AGE,
                 ..Default::default()
             })
             .await

@@ -104,6 +104,43 @@ pub(super) async fn replay(file: &Path, connector: &str, only: &[u64]) -> Result
     Ok(())
 }
 
+/// Ask the running host to replay, with an `operate` token: it records the
+/// replay in the audit log under the token's name.
+pub(super) async fn replay_by_host(
+    file: &Path,
+    connector: &str,
+    only: &[u64],
+    token: &str,
+) -> Result<(), HostError> {
+    let config = Config::load(file)?;
+    chosen(&config, Some(connector))?;
+    let (addr, from) = super::status::admin_address(&config);
+    let base = format!("/connectors/{connector}/dead-letters/replay");
+    let paths: Vec<String> = if only.is_empty() {
+        vec![base]
+    } else {
+        only.iter().map(|seq| format!("{base}?seq={seq}")).collect()
+    };
+    let mut replayed = 0u64;
+    for path in paths {
+        let body = super::status::call(&addr, "POST", &path, Some(token))
+            .await
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "the host at {addr} (from {from}) did not replay: {error:#} ({replayed} replayed before)"
+                )
+            })?;
+        let answer: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|_| anyhow::anyhow!("the host at {addr} answered {body:?}"))?;
+        replayed += answer["replayed"].as_u64().unwrap_or(0);
+    }
+    println!(
+        "{connector}: replayed {replayed} dead letter{} (by the host at {addr})",
+        if replayed == 1 { "" } else { "s" }
+    );
+    Ok(())
+}
+
 /// The connector named, or every connector when none is.
 fn chosen<'a>(config: &'a Config, name: Option<&str>) -> Result<Vec<&'a ConnectorSpec>, HostError> {
     let Some(name) = name else {

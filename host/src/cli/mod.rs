@@ -159,6 +159,11 @@ enum DlqCommand {
     /// have had, and a sink sees the same idempotency key. A dead letter is
     /// deleted once its record is stored; one that fails again is
     /// dead-lettered again.
+    ///
+    /// With an admin token ($PLEXUS_TOKEN or --token-file, role `operate`)
+    /// the running host replays them and records it in the audit log under
+    /// the token's name; without one, this command replays over the bus
+    /// itself, recorded under your user name.
     Replay {
         /// The connector whose dead letters to replay.
         connector: String,
@@ -166,7 +171,7 @@ enum DlqCommand {
         #[arg(long = "seq", value_name = "N")]
         only: Vec<u64>,
         #[command(flatten)]
-        config: ConfigArg,
+        admin: AdminArgs,
     },
 }
 
@@ -259,8 +264,14 @@ impl Cli {
                 Command::Dlq(DlqCommand::Replay {
                     connector,
                     only,
-                    config,
-                }) => dlq::replay(&config.config, &connector, &only).await,
+                    admin,
+                }) => match token::from_env_or_file(admin.token_file.as_deref()) {
+                    Ok(Some(token)) => {
+                        dlq::replay_by_host(&admin.config.config, &connector, &only, &token).await
+                    }
+                    Ok(None) => dlq::replay(&admin.config.config, &connector, &only).await,
+                    Err(e) => Err(e),
+                },
                 Command::New(args) => new::run(
                     args.kind,
                     &args.name,

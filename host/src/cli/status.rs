@@ -142,26 +142,38 @@ fn print_one(now: &ConnectorStatus, before: &ConnectorStatus) {
     }
 }
 
-/// The running connectors, from the host's admin endpoint: the address the
-/// host recorded in its `data_dir`, else `[host].http`.
-async fn fetch(config: &Config, token: Option<&str>) -> Result<Vec<ConnectorStatus>, HostError> {
+/// The admin endpoint of the config's host: the address the host recorded
+/// in its `data_dir`, else `[host].http`; and where that came from.
+pub(super) fn admin_address(config: &Config) -> (String, String) {
     let recorded = address_file(&config.data_dir);
-    let (addr, from) = match std::fs::read_to_string(&recorded) {
+    match std::fs::read_to_string(&recorded) {
         Ok(text) => (text.trim().to_owned(), recorded.display().to_string()),
         Err(_) => (config.http.clone(), "[host].http".to_owned()),
-    };
-    let body = get(&addr, "/connectors", token).await.map_err(|error| {
-        anyhow!(
-            "no host answers at {addr} (from {from}): {error:#}; is `plexus up -c {}` running?",
-            config.file.display()
-        )
-    })?;
+    }
+}
+
+/// The running connectors, from the host's admin endpoint.
+async fn fetch(config: &Config, token: Option<&str>) -> Result<Vec<ConnectorStatus>, HostError> {
+    let (addr, from) = admin_address(config);
+    let body = call(&addr, "GET", "/connectors", token)
+        .await
+        .map_err(|error| {
+            anyhow!(
+                "no host answers at {addr} (from {from}): {error:#}; is `plexus up -c {}` running?",
+                config.file.display()
+            )
+        })?;
     Ok(serde_json::from_str(&body)
         .with_context(|| format!("the host at {addr} sent an unreadable status"))?)
 }
 
-/// A plain HTTP/1.0 GET of the host's own admin endpoint.
-async fn get(addr: &str, path: &str, token: Option<&str>) -> anyhow::Result<String> {
+/// A plain HTTP/1.0 request to the host's own admin endpoint; the body of a 200.
+pub(super) async fn call(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<String> {
     let authorization = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -169,7 +181,10 @@ async fn get(addr: &str, path: &str, token: Option<&str>) -> anyhow::Result<Stri
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
         stream
             .write_all(
-                format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n{authorization}\r\n").as_bytes(),
+                format!(
+                    "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{authorization}Content-Length: 0\r\n\r\n"
+                )
+                .as_bytes(),
             )
             .await?;
         let mut response = String::new();
@@ -193,7 +208,7 @@ async fn get(addr: &str, path: &str, token: Option<&str>) -> anyhow::Result<Stri
         Some("401" | "403") => {
             return Err(anyhow!("{path}: {status}: {}", body.trim()));
         }
-        _ => return Err(anyhow!("{path}: {status}")),
+        _ => return Err(anyhow!("{path}: {status}: {}", body.trim())),
     }
     Ok(body.to_owned())
 }
