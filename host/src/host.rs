@@ -83,23 +83,14 @@ pub struct Host {
 fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, HostError> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create [host].data_dir {}", data_dir.display()))?;
-    let path = data_dir.join("host.lock");
-    let file = std::fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(HostError::Usage(format!(
-            "[host].data_dir {} is in use by another plexus host (lock {}); stop that host first, or give this one its own data_dir",
-            data_dir.display(),
-            path.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(anyhow::anyhow!("cannot lock {}: {e}", path.display()).into())
-        }
+    embedded::lock(data_dir, "host.lock").map_err(in_use_is_usage)
+}
+
+/// A store or data_dir another host holds is the user's to sort out (exit 2).
+fn in_use_is_usage(error: anyhow::Error) -> HostError {
+    match error.downcast::<embedded::InUse>() {
+        Ok(in_use) => HostError::Usage(in_use.to_string()),
+        Err(error) => HostError::Runtime(error),
     }
 }
 
@@ -163,10 +154,7 @@ impl Host {
             None => {
                 let binary = embedded::find_binary(config.bus.nats_server.as_deref())?;
                 let server = EmbeddedNats::start(&binary, &config.data_dir.join("nats"), None)
-                    .map_err(|e| match e.downcast::<embedded::InUse>() {
-                        Ok(in_use) => HostError::Usage(in_use.to_string()),
-                        Err(e) => HostError::Runtime(e),
-                    })?;
+                    .map_err(in_use_is_usage)?;
                 tracing::info!(url = server.url(), "Embedded bus started.");
                 (
                     Bus::connect_with(server.url(), &server.auth(), None, limits).await?,

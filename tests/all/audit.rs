@@ -32,7 +32,15 @@ async fn the_audit_log_records_who_did_what_and_shows_any_edit() {
 
     let (status, _) = http_post(addr, "/ingest/lab", HL7).await;
     assert_eq!(status, 401);
-    let (status, _) = http_post_with(addr, "/ingest/lab", HL7, &token).await;
+    let bearer = format!("Bearer {token}");
+    let (status, _) = http_request(
+        addr,
+        "POST",
+        "/ingest/lab",
+        &[("Authorization", &bearer)],
+        HL7,
+    )
+    .await;
     assert_eq!(status, 202);
     host.reload(plexus_host::config::Config::load(&file).unwrap())
         .await
@@ -100,23 +108,4 @@ async fn the_audit_log_records_who_did_what_and_shows_any_edit() {
         stderr.contains("record 3 (stream sequence 5) follows record 1: record 2 was removed"),
         "{stderr}"
     );
-}
-
-/// POST with a bearer token.
-async fn http_post_with(
-    addr: std::net::SocketAddr,
-    path: &str,
-    body: &str,
-    token: &str,
-) -> (u16, String) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    (response[9..12].parse().unwrap(), response)
 }

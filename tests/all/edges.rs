@@ -165,7 +165,7 @@ async fn outputs_past_the_limit_dead_letter_their_input() {
     );
     let reason = header(&bus.messages("dlq.fan").await[0], "Plexus-Error").unwrap();
     assert!(
-        reason.contains("50 outputs, more than limits.outputs (10)"),
+        reason.contains("returned 50 records, more than limits.outputs (10)"),
         "{reason}"
     );
     host.shutdown().await;

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::support::*;
 
@@ -26,24 +25,9 @@ fn sign(timestamp: &str, body: &str, key: &str) -> String {
 }
 
 async fn post(addr: SocketAddr, headers: &[(&str, &str)], body: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut request = format!(
-        "POST /ingest/saas-invoices HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (response[9..12].parse().unwrap(), body)
+    let mut all = vec![("Content-Type", "application/json")];
+    all.extend_from_slice(headers);
+    http_request(addr, "POST", "/ingest/saas-invoices", &all, body).await
 }
 
 fn now() -> String {

@@ -94,7 +94,7 @@ impl EmbeddedNats {
     pub fn start(binary: &Path, store: &Path, port: Option<u16>) -> anyhow::Result<EmbeddedNats> {
         std::fs::create_dir_all(store)
             .with_context(|| format!("cannot create {}", store.display()))?;
-        let lock = lock(store)?;
+        let lock = lock(store, "plexus.lock")?;
         let mut server = EmbeddedNats::spawn(binary, store, port)?;
         server._lock = Some(lock);
         Ok(server)
@@ -244,9 +244,11 @@ impl Drop for EmbeddedNats {
     }
 }
 
-/// Lock `store` for this process, or say who holds it.
-fn lock(store: &Path) -> anyhow::Result<File> {
-    let path = store.join("plexus.lock");
+/// Lock `dir` for this process with the lock file `name` in it, or say that
+/// another host holds it ([`InUse`]). The lock goes with the process.
+pub fn lock(dir: &Path, name: &str) -> anyhow::Result<File> {
+    let store = dir;
+    let path = store.join(name);
     let file = File::options()
         .create(true)
         .truncate(false)

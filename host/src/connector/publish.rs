@@ -145,6 +145,29 @@ fn tokio_stream_of<T: Send + 'static>(
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
+/// Whether one call's `records` keep within `limits.outputs` and
+/// `limits.output_bytes`; why not, if they do not.
+pub(super) fn within_output_limits(
+    limits: &crate::config::Limits,
+    records: &[crate::bindings::PluginRecord],
+) -> Result<(), String> {
+    if records.len() > limits.outputs {
+        return Err(format!(
+            "returned {} records, more than limits.outputs ({})",
+            records.len(),
+            limits.outputs
+        ));
+    }
+    let bytes: usize = records.iter().map(|r| r.payload.len()).sum();
+    if bytes > limits.output_bytes {
+        return Err(format!(
+            "returned {bytes} bytes, more than limits.output_bytes ({})",
+            limits.output_bytes
+        ));
+    }
+    Ok(())
+}
+
 /// The subject for a record with an optional topic under `to`.
 pub(super) fn subject(to: &str, topic: Option<&str>) -> Result<String, String> {
     match topic {

@@ -20,7 +20,7 @@ use async_nats::jetstream::kv;
 use tokio::sync::watch;
 
 use super::identity::{self, Collisions};
-use super::publish::{Outgoing, PublishFailure, Publisher, subject};
+use super::publish::{Outgoing, PublishFailure, Publisher, subject, within_output_limits};
 use super::record::{Lineage, header_value};
 use super::schedule::Schedule;
 use crate::bindings::{PluginError, PluginRecord};
@@ -149,7 +149,7 @@ impl Source {
                 return Err(fault.to_string());
             }
         };
-        if let Err(reason) = self.within_limits(&polled.records) {
+        if let Err(reason) = within_output_limits(&self.limits, &polled.records) {
             self.metrics.error(&self.name, "permanent");
             return Err(format!("poll {reason}"));
         }
@@ -249,7 +249,7 @@ impl Source {
                 return Err(IngestError::Rejected(fault.to_string()));
             }
         };
-        self.within_limits(&records).map_err(|reason| {
+        within_output_limits(&self.limits, &records).map_err(|reason| {
             self.metrics.error(&self.name, "permanent");
             IngestError::Rejected(format!("the message {reason}"))
         })?;
@@ -294,26 +294,6 @@ impl Source {
                 )))
             }
         }
-    }
-
-    /// Whether one call's records are within `limits.outputs` and
-    /// `limits.output_bytes`.
-    fn within_limits(&self, records: &[PluginRecord]) -> Result<(), String> {
-        if records.len() > self.limits.outputs {
-            return Err(format!(
-                "returned {} records, more than limits.outputs ({})",
-                records.len(),
-                self.limits.outputs
-            ));
-        }
-        let bytes: usize = records.iter().map(|r| r.payload.len()).sum();
-        if bytes > self.limits.output_bytes {
-            return Err(format!(
-                "returned {bytes} bytes, more than limits.output_bytes ({})",
-                self.limits.output_bytes
-            ));
-        }
-        Ok(())
     }
 
     /// Publish a poll's records as the window allows; the ones that cannot

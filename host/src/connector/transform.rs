@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_nats::jetstream::Message;
 
 use super::consume::Handler;
-use super::publish::{Outgoing, PublishFailure, Publisher, subject};
+use super::publish::{Outgoing, PublishFailure, Publisher, subject, within_output_limits};
 use super::record::{Lineage, to_plugin_record};
 use super::settle::Settler;
 use crate::bindings::{PluginError, PluginRecord};
@@ -131,20 +131,8 @@ impl Transform {
         lineage: &Lineage,
         outputs: Vec<PluginRecord>,
     ) -> Result<Vec<Outgoing>, String> {
-        if outputs.len() > self.limits.outputs {
-            return Err(format!(
-                "the plugin returned {} outputs, more than limits.outputs ({})",
-                outputs.len(),
-                self.limits.outputs
-            ));
-        }
-        let bytes: usize = outputs.iter().map(|o| o.payload.len()).sum();
-        if bytes > self.limits.output_bytes {
-            return Err(format!(
-                "the plugin returned {bytes} bytes of outputs, more than limits.output_bytes ({})",
-                self.limits.output_bytes
-            ));
-        }
+        within_output_limits(&self.limits, &outputs)
+            .map_err(|reason| format!("the plugin {reason}"))?;
         outputs
             .into_iter()
             .enumerate()
