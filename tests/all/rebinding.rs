@@ -36,11 +36,22 @@ async fn a_name_that_rebinds_to_loopback_after_the_check_is_refused() {
             std::net::Ipv4Addr::from(PUBLIC)
         );
         let out = std::process::Command::new("unshare")
-            .args(["--net", "--mount", "--", "sh", "-c", &script])
+            // A user namespace too, so this needs no root where unprivileged
+            // user namespaces are allowed.
+            .args([
+                "--user",
+                "--map-root-user",
+                "--net",
+                "--mount",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ])
             .arg(std::env::current_exe().unwrap())
             .env(INSIDE, "1")
             .output()
-            .expect("unshare runs (util-linux)");
+            .expect("unshare runs (util-linux; `ip` comes from iproute2)");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success() && stdout.contains("1 passed"),
