@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use crate::admin;
 use crate::bus::embedded::{self, EmbeddedNats};
 use crate::bus::{self, Bus};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ConnectorSpec, PluginSource};
 use crate::connector::{Inbound, Running, Shared};
 use crate::control::reconcile;
 use crate::engine::Runtime;
@@ -105,7 +105,17 @@ pub async fn load_plugins(runtime: &Runtime, config: &Config) -> Result<Vec<Plug
             .connectors
             .iter()
             .map(|c| {
-                let plugin = Plugin::load(&runtime, &c.plugin, c.kind, Some(&cache)).map_err(
+                let path = match &c.plugin {
+                    PluginSource::File(path) => path,
+                    PluginSource::Registry(reference) => {
+                        return Err(HostError::Usage(format!(
+                            "{}: connector \"{}\": plugin {reference} names the bus's registry; a host run from a file takes a plugin path (fleet hosts, `plexus up --bus`, take definitions applied with `plexus apply`)",
+                            config.file.display(),
+                            c.name
+                        )));
+                    }
+                };
+                let plugin = Plugin::load(&runtime, path, c.kind, Some(&cache)).map_err(
                     |error| HostError::Plugin {
                         file: config.file.clone(),
                         connector: c.name.clone(),
@@ -119,7 +129,7 @@ pub async fn load_plugins(runtime: &Runtime, config: &Config) -> Result<Vec<Plug
                         "{}: connector \"{}\": plugin {} is a webhook source; it needs `listen = \"http\"`",
                         config.file.display(),
                         c.name,
-                        c.plugin.display()
+                        c.plugin
                     )));
                 }
                 Ok(plugin)
@@ -211,7 +221,10 @@ impl Host {
             audit_writer: Some(audit_writer),
             _lock: lock,
         };
-        let started = reconcile::apply(&mut host.connectors, &config, plugins, &host.shared).await;
+        let wanted = config.connectors.iter().cloned().zip(plugins).collect();
+        let started = reconcile::apply(&mut host.connectors, wanted, &host.shared)
+            .await
+            .into_result();
         host.shared.metrics.set_connectors(host.connectors.len());
         host.roster.publish(host.connectors.values());
         if let Err(error) = started {
@@ -241,7 +254,10 @@ impl Host {
                 return Err(error);
             }
         };
-        let result = reconcile::apply(&mut self.connectors, &config, plugins, &self.shared).await;
+        let wanted = config.connectors.iter().cloned().zip(plugins).collect();
+        let result = reconcile::apply(&mut self.connectors, wanted, &self.shared)
+            .await
+            .into_result();
         self.shared.metrics.set_connectors(self.connectors.len());
         self.roster.publish(self.connectors.values());
         self.shared.metrics.reload(result.is_ok());
@@ -255,6 +271,51 @@ impl Host {
         self.shared.audit.record("reload", "host", &detail);
         self.config = config;
         Ok(result?)
+    }
+
+    /// Run exactly `wanted` (a fleet host's placed definitions with their
+    /// plugins): start, swap and stop connectors to match. A connector
+    /// that cannot start is reported in the result; the others go on.
+    pub async fn run_connectors(
+        &mut self,
+        wanted: Vec<(ConnectorSpec, Plugin)>,
+    ) -> reconcile::Changes {
+        let changes = reconcile::apply(&mut self.connectors, wanted, &self.shared).await;
+        self.shared.metrics.set_connectors(self.connectors.len());
+        self.roster.publish(self.connectors.values());
+        if !changes.is_empty() {
+            self.shared.audit.record(
+                "reload",
+                "fleet",
+                &format!(
+                    "applied: added {:?}, swapped {:?}, removed {:?}, failed {:?}",
+                    changes.added, changes.swapped, changes.removed, changes.failed
+                ),
+            );
+        }
+        changes
+    }
+
+    /// The running connector `name`: its spec and plugin.
+    pub fn running(&self, name: &str) -> Option<(&ConnectorSpec, &Plugin)> {
+        self.connectors.get(name).map(|r| (&r.spec, &r.plugin))
+    }
+
+    /// The engine plugins are compiled for.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The settings the host started with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Every running connector with its counts and lag, as `GET /connectors` reports.
+    pub async fn report(&self) -> Vec<status::ConnectorStatus> {
+        self.roster
+            .report(&self.shared.metrics, &self.shared.bus.js)
+            .await
     }
 
     /// The address `/metrics` is served on.

@@ -14,6 +14,7 @@ pub mod connector;
 pub mod contract;
 pub mod control;
 pub mod engine;
+pub mod fleet;
 pub mod host;
 pub mod observe;
 pub mod plugin;

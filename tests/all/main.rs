@@ -17,6 +17,7 @@ mod dead_letters;
 mod delivery;
 mod edges;
 mod faults;
+mod fleet;
 mod flow;
 mod formats;
 mod lifecycle;

@@ -72,9 +72,22 @@ pub fn plugin(name: &str) -> PathBuf {
 pub struct TestBus {
     pub server: EmbeddedNats,
     pub dir: tempfile::TempDir,
-    pub js: jetstream::Context,
+    probe: Probe,
     /// The server's URL with its credentials, as a config's `[bus].url`.
     url: String,
+}
+
+/// A client of a test's bus (one server or a cluster), for publishing
+/// inputs and checking outputs.
+pub struct Probe {
+    pub js: jetstream::Context,
+}
+
+impl std::ops::Deref for TestBus {
+    type Target = Probe;
+    fn deref(&self) -> &Probe {
+        &self.probe
+    }
 }
 
 impl TestBus {
@@ -90,7 +103,7 @@ impl TestBus {
         TestBus {
             server,
             dir,
-            js,
+            probe: Probe { js },
             url,
         }
     }
@@ -98,7 +111,9 @@ impl TestBus {
     pub fn url(&self) -> &str {
         &self.url
     }
+}
 
+impl Probe {
     /// Create a stream capturing `subject` (as an upstream system would).
     pub async fn stream(&self, name: &str, subject: &str) {
         self.js
@@ -620,5 +635,109 @@ impl TestPki {
             None => builder.with_no_client_auth(),
         };
         tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    }
+}
+
+// ---------------------------------------------------------------- a NATS cluster
+
+/// A JetStream cluster of `nats-server` processes on loopback ports, each
+/// with its own store; every node is killed on drop.
+pub struct TestCluster {
+    pub nodes: Vec<Option<Child>>,
+    /// `nats://…` of every node, comma-separated: what a host is given.
+    pub urls: String,
+    probe: Probe,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TestCluster {
+    type Target = Probe;
+    fn deref(&self) -> &Probe {
+        &self.probe
+    }
+}
+
+impl TestCluster {
+    pub async fn start(size: usize) -> TestCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, route)| format!("\"nats-route://127.0.0.1:{route}\""))
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, (client, route)) in ports.iter().enumerate() {
+            let store = dir.path().join(format!("n{i}"));
+            let config = dir.path().join(format!("n{i}.conf"));
+            std::fs::write(
+                &config,
+                format!(
+                    "server_name: n{i}\nhost: 127.0.0.1\nport: {client}\njetstream {{ store_dir: \"{}\" }}\ncluster {{\n  name: plexus-test\n  host: 127.0.0.1\n  port: {route}\n  routes: [{}]\n}}\n",
+                    store.display(),
+                    routes.join(", ")
+                ),
+            )
+            .expect("node config");
+            let log = std::fs::File::create(dir.path().join(format!("n{i}.log"))).expect("log");
+            nodes.push(Some(
+                Command::new(nats_server_binary())
+                    .arg("-c")
+                    .arg(&config)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .expect("nats-server starts"),
+            ));
+        }
+        let urls = ports
+            .iter()
+            .map(|(client, _)| format!("nats://127.0.0.1:{client}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        // Ready when the cluster can place a stream on every node.
+        let deadline = Instant::now() + PATIENCE;
+        let js = loop {
+            if let Ok(bus) = plexus_host::bus::Bus::connect(&urls).await {
+                let made = bus
+                    .js
+                    .create_stream(stream::Config {
+                        name: "READY".into(),
+                        subjects: vec!["ready.check".into()],
+                        num_replicas: size,
+                        ..Default::default()
+                    })
+                    .await;
+                if made.is_ok() {
+                    bus.js.delete_stream("READY").await.expect("delete");
+                    break bus.js;
+                }
+            }
+            assert!(Instant::now() < deadline, "the NATS cluster did not form");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        TestCluster {
+            nodes,
+            urls,
+            probe: Probe { js },
+            _dir: dir,
+        }
+    }
+
+    /// SIGKILL node `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut node) = self.nodes[i].take() {
+            node.kill().expect("SIGKILL");
+            node.wait().expect("reaped");
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for node in self.nodes.iter_mut().flatten() {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
     }
 }

@@ -81,6 +81,8 @@ pub struct Limits {
     pub stream_max_age: Duration,
     /// Size limit of a created kv bucket.
     pub bucket_max_bytes: i64,
+    /// Copies a cluster keeps of what the host creates.
+    pub replicas: usize,
 }
 
 impl Limits {
@@ -91,6 +93,7 @@ impl Limits {
             stream_max_bytes: i64::try_from(bus.stream_max_bytes).unwrap_or(i64::MAX),
             stream_max_age: bus.stream_max_age,
             bucket_max_bytes: i64::try_from(bus.bucket_max_bytes).unwrap_or(i64::MAX),
+            replicas: bus.replicas,
         }
     }
 }
@@ -193,7 +196,9 @@ impl Bus {
                 options = options.add_client_certificate(cert.clone(), key.clone());
             }
         }
-        let client = options.connect(url).await.map_err(|e| {
+        // A cluster is given as its servers, comma-separated.
+        let servers: Vec<&str> = url.split(',').map(str::trim).collect();
+        let client = options.connect(servers).await.map_err(|e| {
             let reason = match e.kind() {
                 async_nats::ConnectErrorKind::AuthorizationViolation => format!(
                     "the server refused the host's credentials ({auth:?}): check [bus] and the secrets it names"
@@ -248,6 +253,7 @@ impl Bus {
                 // A full stream refuses new records (their senders retry)
                 // rather than dropping old ones nobody has consumed.
                 discard: stream::DiscardPolicy::New,
+                num_replicas: self.limits.replicas,
                 ..Default::default()
             })
             .await
@@ -334,6 +340,7 @@ impl Bus {
                     bucket: bucket.to_owned(),
                     history: 1,
                     max_bytes: self.limits.bucket_max_bytes,
+                    num_replicas: self.limits.replicas,
                     ..Default::default()
                 })
                 .await

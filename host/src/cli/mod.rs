@@ -3,6 +3,7 @@
 mod audit;
 mod check;
 mod dlq;
+mod fleet;
 mod new;
 mod status;
 mod test;
@@ -34,7 +35,7 @@ enum Command {
     ///
     /// Reloads the config on SIGHUP and whenever the config or a plugin file
     /// changes; stops gracefully on SIGINT/SIGTERM.
-    Up(ConfigArg),
+    Up(UpArgs),
     /// Validate the config and every plugin (world, imports, limits) without running anything.
     Check(ConfigArg),
     /// Run a plugin on sample inputs and print the records it produces.
@@ -59,10 +60,89 @@ enum Command {
     /// /connectors, /ingest), stored hashed in [host].tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Put a plugin component in the fleet's registry as name@version.
+    ///
+    /// Stored by SHA-256 digest; the index records its world, signature,
+    /// time and uploader. A name@version is written once: the same bytes
+    /// again change nothing, other bytes are refused.
+    Deploy(DeployArgs),
+    /// Make the connector definitions in the bus those of a file.
+    ///
+    /// Validated as `plexus check` does (plugins as name@version, deployed,
+    /// of the right world; paths are the hosts'). Connectors in the bus but
+    /// not in the file are removed. An apply that widens a capability
+    /// (a grant added, a limit raised, a listener opened) needs --approve.
+    /// If someone else applied since this one read the bus, nothing more is
+    /// written and you are told to re-run.
+    Apply(ApplyArgs),
+    /// Delete one connector definition from the bus; every host stops it.
+    Rm {
+        /// The connector.
+        name: String,
+        #[command(flatten)]
+        bus: fleet::BusArgs,
+    },
+    /// The fleet's live hosts: labels, connectors, leases, failures.
+    Hosts(fleet::BusArgs),
+    /// Make an ed25519 key pair for signing plugins (`plexus deploy --sign`).
+    Keygen {
+        /// Where to write the private key (created, mode 0600).
+        #[arg(long, short, default_value = "plexus-signing.key")]
+        out: PathBuf,
+    },
     /// Scaffold a plugin project: a crate on plexus-sdk for wasm32-wasip2 with
     /// a working example of its kind, a unit test and the connector block to
     /// run it.
     New(NewArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct UpArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Join a fleet: take connectors from the definitions in this bus
+    /// (`plexus apply`) instead of the config file, whose [host] and [bus]
+    /// settings still apply and which must have no [[connector]].
+    #[command(flatten)]
+    bus: fleet::BusArgs,
+    /// A label for placement, `key=value` (e.g. facility=st-marys); repeatable.
+    #[arg(long = "label", value_parser = test::key_value)]
+    labels: Vec<(String, String)>,
+    /// This host's id in the fleet (default: hostname and a random suffix).
+    #[arg(long)]
+    id: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct DeployArgs {
+    /// The plugin component (.wasm).
+    plugin: PathBuf,
+    /// Its name (default: the file's name without .wasm).
+    #[arg(long)]
+    name: Option<String>,
+    /// Its version (default: the first 12 hex digits of its digest).
+    #[arg(long)]
+    version: Option<String>,
+    /// Sign it with this private key (from `plexus keygen`).
+    #[arg(long, value_name = "KEY")]
+    sign: Option<PathBuf>,
+    #[command(flatten)]
+    bus: fleet::BusArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct ApplyArgs {
+    /// The file of [[connector]] definitions.
+    #[arg(short, long)]
+    config: PathBuf,
+    /// Print what would change, grant by grant, and write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Allow an apply that widens capabilities.
+    #[arg(long)]
+    approve: bool,
+    #[command(flatten)]
+    bus: fleet::BusArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,6 +161,10 @@ struct AdminArgs {
     /// A file holding the admin token to send (default: $PLEXUS_TOKEN).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// Ask the fleet through its bus (every host's heartbeat) instead of
+    /// one host's admin endpoint.
+    #[command(flatten)]
+    bus: fleet::BusArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -221,7 +305,30 @@ impl Cli {
         };
         let result = runtime.block_on(async {
             match self.command {
-                Command::Up(args) => up::run(&args.config).await,
+                Command::Up(args) if args.bus.bus.is_some() => {
+                    up::run_fleet(&args.config.config, &args.bus, args.labels, args.id).await
+                }
+                Command::Up(args) => up::run(&args.config.config).await,
+                Command::Deploy(args) => {
+                    fleet::deploy(
+                        &args.plugin,
+                        args.name.as_deref(),
+                        args.version.as_deref(),
+                        args.sign.as_deref(),
+                        &args.bus,
+                    )
+                    .await
+                }
+                Command::Apply(args) => {
+                    fleet::apply(&args.config, args.dry_run, args.approve, &args.bus).await
+                }
+                Command::Rm { name, bus } => fleet::remove(&name, &bus).await,
+                Command::Hosts(bus) => fleet::hosts(&bus).await,
+                Command::Keygen { out } => fleet::keygen(&out),
+                Command::Ls(args) if args.bus.bus.is_some() => fleet::list(&args.bus).await,
+                Command::Status(args) if args.admin.bus.bus.is_some() => {
+                    fleet::status(&args.admin.bus, args.connector.as_deref()).await
+                }
                 Command::Check(args) => check::run(&args.config).await,
                 Command::Test(args) => {
                     test::run(&args.plugin, args.kind, &args.inputs, &args.config).await

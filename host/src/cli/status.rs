@@ -94,12 +94,13 @@ pub(super) async fn show(
             println!();
         }
         let earlier = before.iter().find(|c| c.name == connector.name);
-        print_one(connector, earlier.unwrap_or(connector));
+        print_one(connector, Some(earlier.unwrap_or(connector)));
     }
     Ok(())
 }
 
-fn print_one(now: &ConnectorStatus, before: &ConnectorStatus) {
+/// One connector in full; with `before` (read [`RATE_WINDOW`] earlier), rates too.
+pub(super) fn print_one(now: &ConnectorStatus, before: Option<&ConnectorStatus>) {
     let per_second =
         |later: u64, earlier: u64| later.saturating_sub(earlier) as f64 / RATE_WINDOW.as_secs_f64();
     println!("{} ({})", now.name, now.kind);
@@ -111,13 +112,19 @@ fn print_one(now: &ConnectorStatus, before: &ConnectorStatus) {
         (None, None) => "-".to_owned(),
     };
     println!("  route         {route}");
-    println!(
-        "  records       {} in, {} out; now {:.0}/s in, {:.0}/s out",
-        now.counts.records_in,
-        now.counts.records_out,
-        per_second(now.counts.records_in, before.counts.records_in),
-        per_second(now.counts.records_out, before.counts.records_out)
-    );
+    match before {
+        Some(before) => println!(
+            "  records       {} in, {} out; now {:.0}/s in, {:.0}/s out",
+            now.counts.records_in,
+            now.counts.records_out,
+            per_second(now.counts.records_in, before.counts.records_in),
+            per_second(now.counts.records_out, before.counts.records_out)
+        ),
+        None => println!(
+            "  records       {} in, {} out",
+            now.counts.records_in, now.counts.records_out
+        ),
+    }
     let errors: Vec<String> = now
         .counts
         .errors

@@ -65,6 +65,71 @@ pub(super) async fn run(file: &Path) -> Result<(), HostError> {
 
 fn watched_files(config: &Config) -> Vec<std::path::PathBuf> {
     std::iter::once(config.file.clone())
-        .chain(config.connectors.iter().map(|c| c.plugin.clone()))
+        .chain(config.connectors.iter().filter_map(|c| match &c.plugin {
+            crate::config::PluginSource::File(path) => Some(path.clone()),
+            crate::config::PluginSource::Registry(_) => None,
+        }))
         .collect()
+}
+
+/// `plexus up --bus …`: a fleet host. Its connectors come from the bus;
+/// the config file (if there is one) gives only [host] and [bus].
+pub(super) async fn run_fleet(
+    file: &Path,
+    bus: &super::fleet::BusArgs,
+    labels: Vec<(String, String)>,
+    id: Option<String>,
+) -> Result<(), HostError> {
+    let mut config = if file.exists() {
+        Config::load(file)?
+    } else if file == Path::new("plexus.toml") {
+        Config::defaults(&std::env::current_dir().map_err(anyhow::Error::from)?)
+    } else {
+        return Err(HostError::Usage(format!(
+            "{}: no such config file",
+            file.display()
+        )));
+    };
+    if !config.connectors.is_empty() {
+        return Err(HostError::Usage(format!(
+            "{}: a fleet host (--bus) takes its connectors from the bus; move the [[connector]] tables to a file for `plexus apply`, or run without --bus",
+            file.display()
+        )));
+    }
+    config.bus.url = bus.bus.clone();
+    if let Some(creds) = &bus.creds {
+        config.bus.creds = Some(creds.clone());
+    }
+    if let Some(ca) = &bus.ca {
+        config.bus.tls = Some(crate::config::BusTls {
+            ca: Some(ca.clone()),
+            cert: None,
+            key: None,
+        });
+    }
+    if bus.replicas > 1 {
+        config.bus.replicas = usize::from(bus.replicas);
+    }
+    config.fleet.labels.extend(labels);
+    let id = id.unwrap_or_else(crate::fleet::membership::default_id);
+    crate::fleet::membership::check_id(&id).map_err(HostError::Usage)?;
+
+    let mut terminate = signal(SignalKind::terminate()).map_err(anyhow::Error::from)?;
+    let host = Host::start(config).await?;
+    let reconciler = crate::fleet::reconciler::Reconciler::join(host, &id).await?;
+    println!(
+        "plexus: up in the fleet as {id} (labels {:?}); metrics at http://{}/metrics",
+        reconciler.host().config().fleet.labels,
+        reconciler.host().http_addr(),
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(reconciler.run(stopped));
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("Shutting down: finishing in-flight records, then leaving the fleet.");
+    let _ = stop.send(true);
+    let _ = running.await;
+    Ok(())
 }

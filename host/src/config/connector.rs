@@ -34,6 +34,80 @@ impl fmt::Display for Kind {
     }
 }
 
+/// Where a connector's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginSource {
+    /// A `.wasm` file, resolved against the config file's directory.
+    File(PathBuf),
+    /// `name@version` in the bus's plugin registry (`plexus deploy`).
+    Registry(PluginRef),
+}
+
+impl fmt::Display for PluginSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PluginSource::File(path) => write!(f, "{}", path.display()),
+            PluginSource::Registry(r) => write!(f, "{r}"),
+        }
+    }
+}
+
+/// A plugin in the registry: `name@version`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PluginRef {
+    /// `[a-z0-9-]+`.
+    pub name: String,
+    /// `[A-Za-z0-9._-]+`, e.g. `1.3.0`.
+    pub version: String,
+}
+
+impl PluginRef {
+    /// `name@version`, or why not. A path (anything with `/` or ending in
+    /// `.wasm`) is not a reference.
+    pub fn parse(text: &str) -> Option<Result<PluginRef, String>> {
+        if text.contains('/') || text.ends_with(".wasm") {
+            return None;
+        }
+        let (name, version) = text.split_once('@')?;
+        Some(PluginRef::new(name, version))
+    }
+
+    /// A reference from its parts, checked.
+    pub fn new(name: &str, version: &str) -> Result<PluginRef, String> {
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(format!("plugin name {name:?} must be 1 to 64 of [a-z0-9-]"));
+        }
+        if version.is_empty()
+            || version.len() > 64
+            || version.starts_with('.')
+            || version.ends_with('.')
+            || version.contains("..")
+            || !version
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        {
+            return Err(format!(
+                "plugin version {version:?} must be 1 to 64 of [A-Za-z0-9._-], like 1.3.0"
+            ));
+        }
+        Ok(PluginRef {
+            name: name.to_owned(),
+            version: version.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for PluginRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.version)
+    }
+}
+
 /// One validated `[[connector]]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnectorSpec {
@@ -41,8 +115,8 @@ pub struct ConnectorSpec {
     pub name: String,
     /// Role.
     pub kind: Kind,
-    /// Resolved path of the component.
-    pub plugin: PathBuf,
+    /// The component: a file, or `name@version` in the registry.
+    pub plugin: PluginSource,
     /// Subject filter consumed.
     pub from: Option<String>,
     /// Subject published to.
@@ -67,6 +141,25 @@ pub struct ConnectorSpec {
     /// How an MLLP listener takes connections (`listen = "mllp://…"` or
     /// `"mllp+tls://…"`).
     pub listener: Option<Listener>,
+    /// Host labels a fleet host must carry to run it; empty runs anywhere.
+    pub placement: BTreeMap<String, String>,
+}
+
+impl ConnectorSpec {
+    /// Whether one host at a time must run it: a scheduled source (two
+    /// would poll twice) or an MLLP listener (senders hold one connection).
+    /// A transform or sink shares its durable consumer; HTTP ingest is
+    /// answered by whichever host a client reaches.
+    pub fn needs_lease(&self) -> bool {
+        self.schedule.is_some() || self.listener.is_some()
+    }
+
+    /// Whether a host labelled `labels` may run it.
+    pub fn placed_on(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.placement
+            .iter()
+            .all(|(key, value)| labels.get(key) == Some(value))
+    }
 }
 
 /// An MLLP listener: where, with what TLS, from whom, and how many.
@@ -176,6 +269,8 @@ pub(super) struct RawConnector {
     delivery: RawDelivery,
     tls: Option<RawTls>,
     listener: Option<RawListener>,
+    #[serde(default)]
+    placement: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -218,12 +313,30 @@ struct RawDelivery {
 
 pub(super) fn validate(
     c: RawConnector,
-    resolve: &dyn Fn(&Path) -> PathBuf,
-    bus: &BusConfig,
-    host: &HostPaths<'_>,
+    site: &Site<'_>,
 ) -> Result<ConnectorSpec, (String, String)> {
     let name = c.name.clone();
     let fail = |reason: String| (name.clone(), reason);
+    let bus = site.bus;
+    // On the hosts a definition's paths are their own: absolute, and
+    // checked there, not on the machine that applies it.
+    let resolve = |p: &Path| -> PathBuf {
+        if site.local {
+            (site.resolve)(p)
+        } else {
+            p.to_owned()
+        }
+    };
+    let resolve = &resolve;
+    let check_path = |what: &str, p: &Path| -> Result<(), (String, String)> {
+        if !site.local && !p.is_absolute() {
+            return Err(fail(format!(
+                "{what} {} must be an absolute path on the hosts that run the connector",
+                p.display()
+            )));
+        }
+        Ok(())
+    };
     if name.is_empty()
         || !name
             .bytes()
@@ -232,15 +345,32 @@ pub(super) fn validate(
         return Err(fail("name must be one or more of [a-z0-9-]".into()));
     }
 
-    let plugin = resolve(Path::new(&c.plugin));
-    match std::fs::metadata(&plugin) {
-        Ok(m) if m.is_file() => {}
-        Ok(_) => return Err(fail(format!("plugin {} is not a file", plugin.display()))),
-        Err(e) => {
+    let plugin = match PluginRef::parse(&c.plugin) {
+        Some(reference) => PluginSource::Registry(reference.map_err(fail)?),
+        None if !site.local => {
             return Err(fail(format!(
-                "plugin {} cannot be read: {e}",
-                plugin.display()
+                "plugin {:?}: a definition in the bus names a deployed plugin as name@version (`plexus deploy {} --name … --version …`)",
+                c.plugin, c.plugin
             )));
+        }
+        None => {
+            let plugin = resolve(Path::new(&c.plugin));
+            match std::fs::metadata(&plugin) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => return Err(fail(format!("plugin {} is not a file", plugin.display()))),
+                Err(e) => {
+                    return Err(fail(format!(
+                        "plugin {} cannot be read: {e}",
+                        plugin.display()
+                    )));
+                }
+            }
+            PluginSource::File(plugin)
+        }
+    };
+    for (key, value) in &c.placement {
+        if key.is_empty() || value.is_empty() {
+            return Err(fail("placement keys and values must not be empty".into()));
         }
     }
 
@@ -313,7 +443,8 @@ pub(super) fn validate(
                 "grants.files {file:?} must end in :ro or :rw"
             )));
         };
-        if !resolve(Path::new(dir)).is_dir() {
+        check_path("grants.files", Path::new(dir))?;
+        if site.local && !resolve(Path::new(dir)).is_dir() {
             return Err(fail(format!(
                 "grants.files {file:?}: {} is not a directory",
                 resolve(Path::new(dir)).display()
@@ -330,7 +461,23 @@ pub(super) fn validate(
     }
     let listener = match c.listen.as_deref().filter(|l| *l != "http") {
         Some(listen) => {
-            Some(listener(listen, c.tls, c.listener.unwrap_or_default(), resolve).map_err(fail)?)
+            if let Some(tls) = &c.tls {
+                check_path("tls.cert", &tls.cert)?;
+                check_path("tls.key", &tls.key)?;
+                if let Some(ca) = &tls.client_ca {
+                    check_path("tls.client_ca", ca)?;
+                }
+            }
+            Some(
+                listener(
+                    listen,
+                    c.tls,
+                    c.listener.unwrap_or_default(),
+                    resolve,
+                    site.local,
+                )
+                .map_err(fail)?,
+            )
         }
         None => {
             if c.tls.is_some() || c.listener.is_some() {
@@ -454,10 +601,11 @@ pub(super) fn validate(
         .map(|f| resolve(Path::new(f.rsplit_once(':').map_or(f.as_str(), |(d, _)| d))))
         .collect();
     for (grant, dir) in c.grants.files.iter().zip(&file_dirs) {
-        for (what, protected) in [
-            ("data_dir", Some(host.data_dir)),
-            ("[host].secrets_file", host.secrets_file),
-        ] {
+        let host_paths = [
+            ("data_dir", site.data_dir),
+            ("[host].secrets_file", site.secrets_file),
+        ];
+        for (what, protected) in host_paths {
             let Some(protected) = protected else { continue };
             if overlaps(dir, protected) {
                 return Err(fail(format!(
@@ -483,13 +631,24 @@ pub(super) fn validate(
         limits,
         delivery,
         listener,
+        placement: c.placement,
     })
 }
 
-/// The host's own paths, which no grant may reach.
-pub(super) struct HostPaths<'a> {
-    pub(super) data_dir: &'a Path,
+/// Where a definition is validated: on the host that runs it (`local`:
+/// its files must exist here, and no grant may reach the host's own
+/// state), or on an operator's machine applying it to the bus.
+pub(super) struct Site<'a> {
+    /// Makes relative paths absolute (against the config file's directory).
+    pub(super) resolve: &'a dyn Fn(&Path) -> PathBuf,
+    /// The bus settings a definition's delivery policy must fit.
+    pub(super) bus: &'a BusConfig,
+    /// The host's data_dir, which no grant may reach (`None` off the host).
+    pub(super) data_dir: Option<&'a Path>,
+    /// The host's secrets file, which no grant may reach.
     pub(super) secrets_file: Option<&'a Path>,
+    /// Whether this is the machine that runs it.
+    pub(super) local: bool,
 }
 
 /// Whether a granted directory contains `protected` or lies inside it.
@@ -515,6 +674,7 @@ fn listener(
     tls: Option<RawTls>,
     raw: RawListener,
     resolve: &dyn Fn(&Path) -> PathBuf,
+    local: bool,
 ) -> Result<Listener, String> {
     let (addr, secure) = if let Some(addr) = listen.strip_prefix("mllp+tls://") {
         (addr, true)
@@ -541,6 +701,7 @@ fn listener(
                 ("client_ca", tls.client_ca.as_ref()),
             ] {
                 if let Some(file) = file
+                    && local
                     && !file.is_file()
                 {
                     return Err(format!(

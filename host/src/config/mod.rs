@@ -16,13 +16,18 @@
 //! | `[bus].stream_max_bytes` | size limit of each stream the host creates; when full, publishes are refused (nothing old is dropped) | `1GiB` |
 //! | `[bus].stream_max_age` | age limit of each stream the host creates | `30days` |
 //! | `[bus].bucket_max_bytes` | size limit of each kv bucket the host creates | `64MiB` |
+//! | `[bus].replicas` | copies a NATS cluster keeps of each stream, bucket and object store the host creates (1–5) | `1` |
 //! | `[host].data_dir` | embedded bus store, compiled-plugin cache, tokens | `.plexus` beside the config |
 //! | `[host].http` | address of the admin endpoint: dashboard, `/metrics`, `/connectors`, `/ingest/<name>` | `127.0.0.1:7700` |
 //! | `[host].tokens` | the admin endpoint's bearer tokens, stored hashed (`plexus token create`) | `<data_dir>/tokens.toml` |
 //! | `[host].secrets_file` | TOML table of secret values (after `PLEXUS_SECRET_<NAME>`) | none |
+//! | `[host].labels` | this host's labels, matched by a fleet definition's `placement` (`plexus up --label` adds) | none |
+//! | `[host].trusted_keys` | public keys (`plexus keygen`) whose plugin signatures this host accepts | none |
+//! | `[host].require_signed` | refuse registry plugins without a signature by a trusted key | `false` |
+//! | `[host].lease_ttl` | how long a fleet lease (scheduled source, MLLP listener) outlives its holder's last renewal (2s–1h) | `10s` |
 //! | `[[connector]].name` | unique, `[a-z0-9-]+` | required |
 //! | `kind` | `source`, `transform` or `sink` | required |
-//! | `plugin` | path to the `.wasm` component, relative to the config file | required |
+//! | `plugin` | path to the `.wasm` component, relative to the config file, or `name@version` in the bus's registry (`plexus deploy`) | required |
 //! | `from` | subject filter consumed (transforms, sinks) | required there |
 //! | `to` | subject published to (sources, transforms) | required there |
 //! | `schedule` | a source's interval (`"30s"`) or cron expression (5 or 6 fields) | |
@@ -48,6 +53,7 @@
 //! | `listener.max_connections` | an MLLP listener's open connections; one more closes the connection silent longest | `64` |
 //! | `listener.idle_timeout` | an MLLP connection silent this long is closed | `5m` |
 //! | `listener.frame_timeout` | a message begun must be complete within this | `30s` |
+//! | `placement` | labels a fleet host must carry to run the connector, e.g. `{ facility = "st-marys" }` | any host |
 
 mod connector;
 pub mod values;
@@ -58,10 +64,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use connector::{ConnectorSpec, Delivery, Grants, Kind, Limits, Listener, ListenerTls};
+pub use connector::{
+    ConnectorSpec, Delivery, Grants, Kind, Limits, Listener, ListenerTls, PluginRef, PluginSource,
+};
 pub use values::{check_subject, parse_bytes, subject_matches};
 
-use values::{DAY, YEAR, duration, size};
+use values::{DAY, HOUR, YEAR, duration, size};
 
 /// A config that cannot be used, with where and why.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +109,34 @@ pub struct Config {
     pub secrets_file: Option<PathBuf>,
     /// Connectors in file order.
     pub connectors: Vec<ConnectorSpec>,
+    /// What a fleet host runs and trusts.
+    pub fleet: FleetConfig,
+}
+
+/// `[host]` keys for a host in a fleet: its labels, the keys it trusts to
+/// sign plugins, and how long it holds a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// Labels matched against a definition's `placement` (`--label` adds).
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Public keys (`ed25519:<hex>`, from `plexus keygen`) whose signatures count.
+    pub trusted_keys: Vec<String>,
+    /// Refuse plugins without a signature by a trusted key.
+    pub require_signed: bool,
+    /// How long a lease on a scheduled source or listener outlives its
+    /// holder's last renewal.
+    pub lease_ttl: Duration,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            labels: Default::default(),
+            trusted_keys: Vec::new(),
+            require_signed: false,
+            lease_ttl: Duration::from_secs(10),
+        }
+    }
 }
 
 /// `[bus]`: where the bus is, how the host proves who it is, and the limits
@@ -129,6 +165,8 @@ pub struct BusConfig {
     pub stream_max_age: Duration,
     /// Size limit of each kv bucket the host creates.
     pub bucket_max_bytes: usize,
+    /// Copies a cluster keeps of each stream and bucket the host creates.
+    pub replicas: usize,
 }
 
 impl Default for BusConfig {
@@ -145,6 +183,7 @@ impl Default for BusConfig {
             stream_max_bytes: 1 << 30,
             stream_max_age: 30 * DAY,
             bucket_max_bytes: 64 << 20,
+            replicas: 1,
         }
     }
 }
@@ -187,6 +226,7 @@ struct RawBus {
     stream_max_bytes: Option<String>,
     stream_max_age: Option<String>,
     bucket_max_bytes: Option<String>,
+    replicas: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -196,6 +236,32 @@ struct RawHost {
     http: Option<String>,
     tokens: Option<PathBuf>,
     secrets_file: Option<PathBuf>,
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    trusted_keys: Vec<String>,
+    #[serde(default)]
+    require_signed: bool,
+    lease_ttl: Option<String>,
+}
+
+/// A file of connector definitions for `plexus apply`: connectors only; the
+/// hosts bring their own `[bus]` and `[host]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefinitions {
+    #[serde(default, rename = "connector")]
+    connectors: Vec<toml::Value>,
+}
+
+/// One connector definition as stored in the bus: validated, and the TOML
+/// text hosts parse again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Definition {
+    /// As validated where it was applied.
+    pub spec: ConnectorSpec,
+    /// The `[[connector]]` table, as TOML.
+    pub text: String,
 }
 
 impl Config {
@@ -241,38 +307,33 @@ impl Config {
             .host
             .tokens
             .map_or_else(|| data_dir.join("tokens.toml"), |p| resolve(&p));
-        let host = connector::HostPaths {
-            data_dir: &data_dir,
+        let site = connector::Site {
+            resolve: &resolve,
+            bus: &bus,
+            data_dir: Some(&data_dir),
             secrets_file: secrets_file.as_deref(),
+            local: true,
         };
-
-        let mut connectors: Vec<ConnectorSpec> = Vec::with_capacity(raw.connectors.len());
-        for (i, value) in raw.connectors.into_iter().enumerate() {
-            let label = value
-                .get("name")
-                .and_then(toml::Value::as_str)
-                .map_or_else(|| format!("#{}", i + 1), str::to_owned);
-            let c = connector::RawConnector::deserialize(value)
-                .map_err(|e| err(Some(&label), e.message().to_owned()))?;
-            let spec = connector::validate(c, &resolve, &bus, &host)
-                .map_err(|(name, reason)| err(Some(&name), reason))?;
-            if connectors.iter().any(|other| other.name == spec.name) {
-                return Err(err(
-                    Some(&spec.name),
-                    "the name is used by another connector".into(),
-                ));
-            }
-            if let Some(addr) = spec.listener.as_ref().map(|l| l.addr)
-                && let Some(other) = connectors
-                    .iter()
-                    .find(|o| o.listener.as_ref().is_some_and(|l| l.addr == addr))
-            {
-                return Err(err(
-                    Some(&spec.name),
-                    format!("listens on {addr}, as connector \"{}\" does", other.name),
-                ));
-            }
-            connectors.push(spec);
+        let connectors = connectors(raw.connectors, &site)
+            .map_err(|(name, reason)| err(name.as_deref(), reason))?;
+        let fleet = FleetConfig {
+            labels: raw.host.labels,
+            trusted_keys: raw.host.trusted_keys,
+            require_signed: raw.host.require_signed,
+            lease_ttl: duration(
+                raw.host.lease_ttl.as_deref(),
+                FleetConfig::default().lease_ttl,
+                "[host].lease_ttl",
+                HOUR,
+            )
+            .map_err(|reason| err(None, reason))?,
+        };
+        if fleet.lease_ttl < Duration::from_secs(2) {
+            return Err(err(None, "[host].lease_ttl must be at least 2s".into()));
+        }
+        for key in &fleet.trusted_keys {
+            crate::fleet::signing::PublicKey::parse(key)
+                .map_err(|reason| err(None, format!("[host].trusted_keys {key:?}: {reason}")))?;
         }
 
         Ok(Config {
@@ -283,8 +344,140 @@ impl Config {
             tokens,
             secrets_file,
             connectors,
+            fleet,
         })
     }
+
+    /// A host's settings with no connectors, for a fleet host started
+    /// without a config file: everything at its default, beside `dir`.
+    pub fn defaults(dir: &Path) -> Config {
+        // An empty text is always a valid config.
+        Config::parse(&dir.join("plexus.toml"), "").unwrap_or_else(|_| Config {
+            file: dir.join("plexus.toml"),
+            bus: BusConfig::default(),
+            data_dir: dir.join(".plexus"),
+            http: "127.0.0.1:7700".into(),
+            tokens: dir.join(".plexus/tokens.toml"),
+            secrets_file: None,
+            connectors: Vec::new(),
+            fleet: FleetConfig::default(),
+        })
+    }
+
+    /// Read a file of definitions for `plexus apply`, validated as on an
+    /// operator's machine: plugins are `name@version`, paths are the hosts'.
+    pub fn load_definitions(file: &Path) -> Result<Vec<Definition>, ConfigError> {
+        let err = |connector: Option<&str>, reason: String| ConfigError {
+            file: file.to_owned(),
+            connector: connector.map(str::to_owned),
+            reason,
+        };
+        let text =
+            std::fs::read_to_string(file).map_err(|e| err(None, format!("cannot read: {e}")))?;
+        let raw: RawDefinitions =
+            toml::from_str(&text).map_err(|e| err(None, e.to_string().trim_end().to_owned()))?;
+        let bus = BusConfig::default();
+        let site = connector::Site {
+            resolve: &|p: &Path| p.to_owned(),
+            bus: &bus,
+            data_dir: None,
+            secrets_file: None,
+            local: false,
+        };
+        let tables = raw.connectors.clone();
+        let specs = connectors(raw.connectors, &site)
+            .map_err(|(name, reason)| err(name.as_deref(), reason))?;
+        specs
+            .into_iter()
+            .zip(tables)
+            .map(|(spec, table)| {
+                let text =
+                    toml::to_string(&table).map_err(|e| err(Some(&spec.name), e.to_string()))?;
+                Ok(Definition { spec, text })
+            })
+            .collect()
+    }
+
+    /// Parse one definition read from the bus (`source` names where, e.g.
+    /// `kv plexus-connectors/orders`), validated for this host: its files
+    /// must exist here and no grant may reach this host's state.
+    pub fn definition(&self, source: &Path, text: &str) -> Result<ConnectorSpec, ConfigError> {
+        let site = connector::Site {
+            resolve: &|p: &Path| p.to_owned(),
+            bus: &self.bus,
+            data_dir: Some(&self.data_dir),
+            secrets_file: self.secrets_file.as_deref(),
+            local: true,
+        };
+        one_definition(source, text, &site)
+    }
+
+    /// Parse one definition read from the bus as `plexus apply` validates
+    /// it: off the hosts, files unchecked.
+    pub fn parse_definition_text(source: &Path, text: &str) -> Result<ConnectorSpec, ConfigError> {
+        let bus = BusConfig::default();
+        let site = connector::Site {
+            resolve: &|p: &Path| p.to_owned(),
+            bus: &bus,
+            data_dir: None,
+            secrets_file: None,
+            local: false,
+        };
+        one_definition(source, text, &site)
+    }
+}
+
+fn one_definition(
+    source: &Path,
+    text: &str,
+    site: &connector::Site<'_>,
+) -> Result<ConnectorSpec, ConfigError> {
+    let err = |connector: Option<&str>, reason: String| ConfigError {
+        file: source.to_owned(),
+        connector: connector.map(str::to_owned),
+        reason,
+    };
+    let value: toml::Value =
+        toml::from_str(text).map_err(|e| err(None, e.to_string().trim_end().to_owned()))?;
+    let mut specs =
+        connectors(vec![value], site).map_err(|(name, reason)| err(name.as_deref(), reason))?;
+    specs.pop().ok_or_else(|| err(None, "no connector".into()))
+}
+
+/// Validate `[[connector]]` tables: each on its own, then names and
+/// listener addresses across them.
+fn connectors(
+    tables: Vec<toml::Value>,
+    site: &connector::Site<'_>,
+) -> Result<Vec<ConnectorSpec>, (Option<String>, String)> {
+    let mut connectors: Vec<ConnectorSpec> = Vec::with_capacity(tables.len());
+    for (i, value) in tables.into_iter().enumerate() {
+        let label = value
+            .get("name")
+            .and_then(toml::Value::as_str)
+            .map_or_else(|| format!("#{}", i + 1), str::to_owned);
+        let c = connector::RawConnector::deserialize(value)
+            .map_err(|e| (Some(label), e.message().to_owned()))?;
+        let spec = connector::validate(c, site).map_err(|(name, reason)| (Some(name), reason))?;
+        if connectors.iter().any(|other| other.name == spec.name) {
+            return Err((
+                Some(spec.name),
+                "the name is used by another connector".into(),
+            ));
+        }
+        if let Some(addr) = spec.listener.as_ref().map(|l| l.addr)
+            && let Some(other) = connectors
+                .iter()
+                .find(|o| o.listener.as_ref().is_some_and(|l| l.addr == addr))
+        {
+            return Err((
+                Some(spec.name),
+                format!("listens on {addr}, as connector \"{}\" does", other.name),
+            ));
+        }
+        connectors.push(spec);
+    }
+    Ok(connectors)
 }
 
 fn bus(raw: RawBus, resolve: &dyn Fn(&Path) -> PathBuf) -> Result<BusConfig, String> {
@@ -388,6 +581,11 @@ fn bus(raw: RawBus, resolve: &dyn Fn(&Path) -> PathBuf) -> Result<BusConfig, Str
             1 << 16,
             1 << 40,
         )?,
+        replicas: match raw.replicas {
+            None => defaults.replicas,
+            Some(n @ 1..=5) => n,
+            Some(n) => return Err(format!("[bus].replicas {n} must be between 1 and 5")),
+        },
     })
 }
 

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::Config;
+use crate::config::ConnectorSpec;
 use crate::connector::{Running, Shared};
 use crate::plugin::Plugin;
 
@@ -22,30 +22,42 @@ pub struct Changes {
     pub swapped: Vec<String>,
     /// Connectors stopped.
     pub removed: Vec<String>,
+    /// Connectors that could not start, and why; each keeps its old
+    /// version running where there was one.
+    pub failed: Vec<(String, String)>,
 }
 
 impl Changes {
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.swapped.is_empty() && self.removed.is_empty()
+        self.added.is_empty()
+            && self.swapped.is_empty()
+            && self.removed.is_empty()
+            && self.failed.is_empty()
+    }
+
+    /// The first failure as an error, for callers that want all or nothing.
+    pub fn into_result(self) -> anyhow::Result<Changes> {
+        match self.failed.first() {
+            Some((name, reason)) => Err(anyhow::anyhow!("connector \"{name}\": {reason}")),
+            None => Ok(self),
+        }
     }
 }
 
-/// Apply `config` (whose plugins are already loaded, in connector order).
-/// Stops at the first connector that fails to start, leaving the others as
-/// they were.
+/// Run exactly `wanted` (each with its loaded plugin): stop the others,
+/// start the new, swap the changed. A connector that fails to start is
+/// reported in [`Changes::failed`] and the rest go on.
 pub async fn apply(
     running: &mut BTreeMap<String, Running>,
-    config: &Config,
-    plugins: Vec<Plugin>,
+    wanted: Vec<(ConnectorSpec, Plugin)>,
     shared: &Shared,
-) -> anyhow::Result<Changes> {
+) -> Changes {
     let mut changes = Changes::default();
-
-    let wanted: Vec<&str> = config.connectors.iter().map(|c| c.name.as_str()).collect();
+    let names: Vec<String> = wanted.iter().map(|(c, _)| c.name.clone()).collect();
     let gone: Vec<String> = running
         .keys()
-        .filter(|n| !wanted.contains(&n.as_str()))
+        .filter(|n| !names.contains(n))
         .cloned()
         .collect();
     for name in gone {
@@ -55,7 +67,8 @@ pub async fn apply(
         }
     }
 
-    for (spec, plugin) in config.connectors.iter().zip(plugins) {
+    for (spec, plugin) in wanted {
+        let spec = &spec;
         let existing = running.get(&spec.name);
         if existing.is_some_and(|r| r.spec == *spec && r.digest == plugin.digest) {
             continue;
@@ -85,7 +98,10 @@ pub async fn apply(
                         }
                     }
                 }
-                return Err(error);
+                changes
+                    .failed
+                    .push((spec.name.clone(), format!("{error:#}")));
+                continue;
             }
         };
         if let Some(old) = running.insert(spec.name.clone(), new) {
@@ -98,5 +114,5 @@ pub async fn apply(
             changes.added.push(spec.name.clone());
         }
     }
-    Ok(changes)
+    changes
 }

@@ -55,7 +55,7 @@ impl Roster {
             .map(|r| ConnectorStatus {
                 name: r.spec.name.clone(),
                 kind: r.spec.kind.to_string(),
-                plugin: r.spec.plugin.display().to_string(),
+                plugin: r.spec.plugin.to_string(),
                 version: r.digest.chars().take(12).collect(),
                 from: r.spec.from.clone(),
                 to: r.spec.to.clone(),

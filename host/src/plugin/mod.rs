@@ -135,6 +135,44 @@ impl Plugin {
         })
     }
 
+    /// The world `wasm` exports (`transform`, `source`, `webhook` or
+    /// `sink`), compiled to find out. CPU-heavy: call it off the async runtime.
+    pub fn world_of(
+        runtime: &Runtime,
+        path: &Path,
+        wasm: &[u8],
+    ) -> Result<&'static str, LoadError> {
+        let component =
+            cache::load(&runtime.engine, path, wasm, None).map_err(|e| LoadError::Compile {
+                path: path.to_owned(),
+                reason: format!("{e:#}"),
+            })?;
+        let pre = runtime
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Imports {
+                path: path.to_owned(),
+                reason: format!("{e:#}"),
+            })?;
+        if TransformPre::new(pre.clone()).is_ok() {
+            Ok("transform")
+        } else if SourcePre::new(pre.clone()).is_ok() {
+            Ok("source")
+        } else if WebhookPre::new(pre.clone()).is_ok() {
+            Ok("webhook")
+        } else if SinkPre::new(pre).is_ok() {
+            Ok("sink")
+        } else {
+            Err(LoadError::Compile {
+                path: path.to_owned(),
+                reason: format!(
+                    "it exports none of the Plexus worlds (transform, source, webhook, sink); it exports: {}",
+                    exports(runtime, &component)
+                ),
+            })
+        }
+    }
+
     /// The first 12 hex digits of the digest: the version in `Plexus-Hops`.
     pub fn version(&self) -> &str {
         &self.digest[..12]

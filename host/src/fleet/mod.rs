@@ -1,0 +1,72 @@
+//! The fleet's control plane, kept in the bus: the plugin registry
+//! (`registry`), connector definitions (`definitions`), signatures
+//! (`signing`), host heartbeats and leases (`membership`), and what a fleet
+//! host does with all of them (`reconciler`).
+//!
+//! | bucket | kind | written by | read by |
+//! |---|---|---|---|
+//! | `plexus-plugins` | object store, one object per SHA-256 digest | `plexus deploy` | hosts |
+//! | `plexus-registry` | kv, `name.version` → digest, world, signature | `plexus deploy` | `plexus apply`, hosts |
+//! | `plexus-connectors` | kv, connector name → its `[[connector]]` table | `plexus apply`, `plexus rm` | hosts (watched) |
+//! | `plexus-hosts` | kv with a TTL, host id → heartbeat | each host | `plexus hosts`, `ls`, `status` |
+//! | `plexus-leases` | kv with a TTL, connector name → holder | hosts | hosts, `plexus ls` |
+
+pub mod definitions;
+pub mod membership;
+pub mod reconciler;
+pub mod registry;
+pub mod signing;
+
+use anyhow::Context as _;
+use async_nats::jetstream::kv;
+
+use crate::bus::Bus;
+
+/// Object store of plugin components, named by digest.
+pub const PLUGINS: &str = "plexus-plugins";
+/// The registry's index: `name.version` → [`registry::Entry`].
+pub const REGISTRY: &str = "plexus-registry";
+/// Connector definitions, one key per connector.
+pub const CONNECTORS: &str = "plexus-connectors";
+/// Heartbeats, one key per host.
+pub const HOSTS: &str = "plexus-hosts";
+/// Leases on connectors one host at a time may run.
+pub const LEASES: &str = "plexus-leases";
+
+/// A control-plane bucket, created with the bus's limits on first use.
+/// `history` keeps earlier revisions (definitions: for `plexus apply`'s
+/// revision check and for looking back); `ttl` expires keys not rewritten.
+pub(crate) async fn bucket(
+    bus: &Bus,
+    name: &str,
+    history: i64,
+    ttl: Option<std::time::Duration>,
+) -> anyhow::Result<kv::Store> {
+    if let Ok(store) = bus.js.get_key_value(name).await {
+        return Ok(store);
+    }
+    bus.js
+        .create_key_value(kv::Config {
+            bucket: name.to_owned(),
+            history,
+            max_age: ttl.unwrap_or_default(),
+            max_bytes: bus.limits.bucket_max_bytes,
+            num_replicas: bus.limits.replicas,
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("cannot create kv bucket {name}"))
+}
+
+/// The keys of `store`, read to the end.
+pub(crate) async fn keys(store: &kv::Store) -> anyhow::Result<Vec<String>> {
+    use futures::TryStreamExt as _;
+    let keys = store
+        .keys()
+        .await
+        .context("cannot list keys")?
+        .try_collect()
+        .await
+        .context("cannot list keys")?;
+    Ok(keys)
+}
