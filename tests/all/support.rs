@@ -157,17 +157,30 @@ impl Probe {
     }
 
     /// Number of messages stored for `subject` (0 if no stream captures it yet).
+    /// A request that times out (a cluster electing a new leader) is asked again.
     pub async fn count(&self, subject: &str) -> u64 {
-        let Ok(name) = self.js.stream_by_subject(subject).await else {
-            return 0;
-        };
-        let stream = self.js.get_stream(name).await.expect("stream");
-        let mut per_subject = stream.info_with_subjects(subject).await.expect("subjects");
-        let mut n = 0;
-        while let Some(Ok((_, count))) = per_subject.next().await {
-            n += count as u64;
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let Ok(name) = self.js.stream_by_subject(subject).await else {
+                return 0;
+            };
+            let counted = async {
+                let stream = self.js.get_stream(name).await?;
+                let mut per_subject = stream.info_with_subjects(subject).await?;
+                let mut n = 0;
+                while let Some(entry) = per_subject.next().await {
+                    n += entry?.1 as u64;
+                }
+                anyhow::Ok(n)
+            };
+            match counted.await {
+                Ok(n) => return n,
+                Err(error) => {
+                    assert!(Instant::now() < deadline, "cannot count {subject}: {error}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
         }
-        n
     }
 
     /// Wait until `subject` holds at least `n` messages.
@@ -489,25 +502,36 @@ pub fn framed(message: &str) -> Vec<u8> {
 
 /// Read one framed ACK and return its MSA segment.
 pub async fn read_ack<S: AsyncRead + Unpin>(stream: &mut S) -> String {
+    try_read_ack(stream)
+        .await
+        .expect("an ACK arrives before the connection closes")
+}
+
+/// The MSA segment of the next ACK, or `None` if the connection closes first.
+pub async fn try_read_ack<S: AsyncRead + Unpin>(stream: &mut S) -> Option<String> {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     let read = async {
         loop {
-            stream.read_exact(&mut byte).await.unwrap();
+            stream.read_exact(&mut byte).await?;
             buf.push(byte[0]);
             if buf.ends_with(&[0x1c, 0x0d]) {
                 break;
             }
         }
+        std::io::Result::Ok(())
     };
     tokio::time::timeout(PATIENCE, read)
         .await
-        .expect("an ACK arrives");
+        .expect("an ACK or a close within PATIENCE")
+        .ok()?;
     let text = String::from_utf8(buf).unwrap();
-    text.split('\r')
-        .find(|s| s.starts_with("MSA"))
-        .unwrap()
-        .to_owned()
+    Some(
+        text.split('\r')
+            .find(|s| s.starts_with("MSA"))
+            .unwrap()
+            .to_owned(),
+    )
 }
 
 /// A loopback port free right now.

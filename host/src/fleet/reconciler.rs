@@ -25,6 +25,8 @@ use crate::plugin::Plugin;
 
 /// How often a host re-reads everything even without a watch event.
 const RESYNC_EVERY: Duration = Duration::from_secs(15);
+/// The first retry after a connector failed to start.
+const RETRY_FIRST: Duration = Duration::from_millis(500);
 
 /// A host taking its connectors from the bus.
 pub struct Reconciler {
@@ -40,6 +42,8 @@ pub struct Reconciler {
     held: BTreeSet<String>,
     /// Placed connectors that cannot run here, and why.
     failed: BTreeMap<String, String>,
+    /// Whether the last pass could not start a connector.
+    start_failed: bool,
 }
 
 impl Reconciler {
@@ -58,6 +62,7 @@ impl Reconciler {
             lease_wanted: BTreeSet::new(),
             held: BTreeSet::new(),
             failed: BTreeMap::new(),
+            start_failed: false,
             host,
         })
     }
@@ -74,12 +79,26 @@ impl Reconciler {
         let mut renew = tokio::time::interval(self.membership.renew_every());
         let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
         let mut resync = tokio::time::interval(RESYNC_EVERY);
+        // After a connector failed to start (often a bus hiccup), try again
+        // sooner than the resync, backing off while it keeps failing.
+        let mut retry_in = RETRY_FIRST;
+        let mut armed = false;
+        let retry = tokio::time::sleep(RESYNC_EVERY);
+        tokio::pin!(retry);
         for timer in [&mut renew, &mut beat, &mut resync] {
             timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         self.sync().await;
         self.beat().await;
         loop {
+            if !self.start_failed {
+                armed = false;
+                retry_in = RETRY_FIRST;
+            } else if !armed {
+                retry.as_mut().reset(tokio::time::Instant::now() + retry_in);
+                retry_in = (retry_in * 2).min(RESYNC_EVERY);
+                armed = true;
+            }
             tokio::select! {
                 _ = stop.changed() => break,
                 event = next_event(&mut events) => match event {
@@ -102,6 +121,10 @@ impl Reconciler {
                     if events.is_none() {
                         events = self.definitions.watch_all().await.ok();
                     }
+                    self.sync().await;
+                }
+                () = &mut retry, if armed => {
+                    armed = false;
                     self.sync().await;
                 }
             }
@@ -165,6 +188,7 @@ impl Reconciler {
             }
         }
         let changes = self.host.run_connectors(wanted).await;
+        self.start_failed = !changes.failed.is_empty();
         for (name, reason) in &changes.failed {
             failed.insert(name.clone(), reason.clone());
         }
