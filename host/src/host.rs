@@ -20,6 +20,11 @@ use crate::observe::Metrics;
 use crate::observe::status::{self, Roster};
 use crate::plugin::{LoadError, Plugin};
 
+/// How long a starting host waits for JetStream to answer.
+const JETSTREAM_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long a stopping host waits for the bus to take its last writes.
+const FLUSH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why a host could not start (or a reload was refused).
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -158,7 +163,16 @@ impl Host {
             Some(url) => {
                 let auth = bus::Auth::from_config(&config.bus, config.secrets_file.as_deref())
                     .map_err(|e| HostError::Usage(format!("{}: {e:#}", config.file.display())))?;
-                let bus = Bus::connect_with(url, &auth, config.bus.tls.as_ref(), limits).await?;
+                // The bus may be starting too (a cluster, a service manager's
+                // ordering): wait for it a while, as for its JetStream below.
+                let bus = Bus::connect_patiently(
+                    url,
+                    &auth,
+                    config.bus.tls.as_ref(),
+                    limits,
+                    JETSTREAM_PATIENCE,
+                )
+                .await?;
                 (bus, None)
             }
             None => {
@@ -173,13 +187,20 @@ impl Host {
             }
         };
 
+        // A cluster started with the host may still be electing its leader.
+        bus.wait_for_jetstream(JETSTREAM_PATIENCE).await?;
         let metrics = Arc::new(Metrics::default());
-        let (audit, audit_writer) = crate::observe::Audit::start(
-            bus.js.clone(),
-            &crate::observe::audit::writer_name(&config.data_dir),
-            Some(metrics.clone()),
-        )
-        .await?;
+        let writer = crate::observe::audit::writer_name(&config.data_dir);
+        let (audit, audit_writer) =
+            bus::patiently("open the audit log", JETSTREAM_PATIENCE, || {
+                crate::observe::Audit::start(
+                    bus.js.clone(),
+                    &writer,
+                    Some(metrics.clone()),
+                    bus.limits.replicas,
+                )
+            })
+            .await?;
         let inbound = Arc::new(Inbound::default());
         let roster = Arc::new(Roster::default());
         let (http_stop, stopped) = watch::channel(false);
@@ -356,8 +377,13 @@ impl Host {
     pub async fn shutdown(mut self) {
         let running = std::mem::take(&mut self.connectors);
         futures::future::join_all(running.into_values().map(Running::stop)).await;
-        if let Err(error) = self.shared.bus.client.flush().await {
-            tracing::warn!(%error, "Flushing the bus connection failed.");
+        // Bounded: a bus that is down must not keep the host from stopping.
+        match tokio::time::timeout(FLUSH_PATIENCE, self.shared.bus.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "Flushing the bus connection failed."),
+            Err(_) => {
+                tracing::warn!("The bus did not take the last writes within {FLUSH_PATIENCE:?}.")
+            }
         }
         let _ = self.http_stop.send(true);
         let _ = (&mut self.http_task).await;

@@ -287,7 +287,9 @@ async fn a_fleet_on_a_cluster_runs_an_applied_pipeline_exactly_once_through_a_ho
     for host in &mut hosts {
         // (A host may have restarted a connector the dead node's failover
         // broke before this; the removal is what is waited for.)
-        while !listed(&host.wait_line("plexus: fleet applied"), "removed").contains(&"orders".to_owned()) {}
+        while !listed(&host.wait_line("plexus: fleet applied"), "removed")
+            .contains(&"orders".to_owned())
+        {}
     }
     let stderr = refused(&plexus(&["rm", "orders", "--bus", &url]).await);
     assert!(stderr.contains("no connector named \"orders\""), "{stderr}");
@@ -672,16 +674,27 @@ async fn a_rolling_upgrade_under_load_loses_and_doubles_nothing() {
         .map(|id| fleet_host(&url, dir.path(), id, &[], ""))
         .collect();
     deploy(&url, "testkit", "1.0.0", &[]).await;
-    let v2 = write(
-        dir.path(),
-        "testkit-1.1.0.wasm",
-        "",
-    );
-    std::fs::write(&v2, rebuilt(&std::fs::read(plugin("testkit")).unwrap(), "1.1.0")).unwrap();
-    let v2_version = plexus_host::plugin::cache::digest(&std::fs::read(&v2).unwrap())[..12].to_owned();
+    let v2 = write(dir.path(), "testkit-1.1.0.wasm", "");
+    std::fs::write(
+        &v2,
+        rebuilt(&std::fs::read(plugin("testkit")).unwrap(), "1.1.0"),
+    )
+    .unwrap();
+    let v2_version =
+        plexus_host::plugin::cache::digest(&std::fs::read(&v2).unwrap())[..12].to_owned();
     let v2 = v2.display().to_string();
     cli_stdout(
-        &plexus(&["deploy", &v2, "--name", "testkit", "--version", "1.1.0", "--bus", &url]).await,
+        &plexus(&[
+            "deploy",
+            &v2,
+            "--name",
+            "testkit",
+            "--version",
+            "1.1.0",
+            "--bus",
+            &url,
+        ])
+        .await,
     );
     let pipeline = |version: &str| {
         format!(
@@ -722,8 +735,12 @@ async fn a_rolling_upgrade_under_load_loses_and_doubles_nothing() {
     });
     bus.wait_for_count("up.out", 2_000).await;
     let file = write(dir.path(), "v2.toml", &pipeline("1.1.0"));
-    let plan = cli_stdout(&plexus(&["apply", "-c", &file.display().to_string(), "--bus", &url]).await);
-    assert!(plan.contains("orders") && plan.contains("changed"), "{plan}");
+    let plan =
+        cli_stdout(&plexus(&["apply", "-c", &file.display().to_string(), "--bus", &url]).await);
+    assert!(
+        plan.contains("orders") && plan.contains("changed"),
+        "{plan}"
+    );
     for host in &mut hosts {
         host.wait_line("plexus: fleet applied; added [], swapped [\"orders\"]");
     }

@@ -115,6 +115,38 @@ pub struct Bus {
     pub limits: Limits,
 }
 
+/// Run `attempt` until it succeeds or `patience` has passed, then return its
+/// last error: for the first requests to a cluster that is still electing
+/// its leaders, which time out rather than fail.
+pub async fn patiently<T, F, Fut>(
+    what: &str,
+    patience: Duration,
+    mut attempt: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut said = false;
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) if tokio::time::Instant::now() >= deadline => return Err(error),
+            Err(error) => {
+                if !said {
+                    tracing::info!(
+                        error = format!("{error:#}"),
+                        "Waiting for the bus to {what}."
+                    );
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
 /// `url` with any user name and password replaced, for messages.
 pub fn redact_url(url: &str) -> String {
     url.split(',')
@@ -165,6 +197,54 @@ impl Bus {
         tls: Option<&crate::config::BusTls>,
         limits: Limits,
     ) -> anyhow::Result<Bus> {
+        Bus::connect_patiently(url, auth, tls, limits, Duration::ZERO).await
+    }
+
+    /// [`Bus::connect_with`], trying again for up to `patience` while no
+    /// server answers (a bus started alongside the host); refused
+    /// credentials and TLS failures are reported at once.
+    pub async fn connect_patiently(
+        url: &str,
+        auth: &Auth,
+        tls: Option<&crate::config::BusTls>,
+        limits: Limits,
+        patience: Duration,
+    ) -> anyhow::Result<Bus> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut said = false;
+        let client = loop {
+            match Bus::client(url, auth, tls).await {
+                Ok(client) => break client,
+                Err((kind, error))
+                    if matches!(
+                        kind,
+                        Some(
+                            async_nats::ConnectErrorKind::Io
+                                | async_nats::ConnectErrorKind::TimedOut
+                        )
+                    ) && tokio::time::Instant::now() < deadline =>
+                {
+                    if !said {
+                        tracing::warn!(error = format!("{error:#}"), "Waiting for the bus.");
+                        said = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err((_, error)) => return Err(error),
+            }
+        };
+        let js = jetstream::context::ContextBuilder::new()
+            .max_ack_inflight(crate::connector::CLIENT_ACK_BUDGET)
+            .build(client.clone());
+        Ok(Bus { client, js, limits })
+    }
+
+    /// One attempt at a client; the failure's kind, if the client said one.
+    async fn client(
+        url: &str,
+        auth: &Auth,
+        tls: Option<&crate::config::BusTls>,
+    ) -> Result<async_nats::Client, (Option<async_nats::ConnectErrorKind>, anyhow::Error)> {
         let shown = redact_url(url);
         // The client ignores a user and password in the URL; take them out
         // and hand them over the way it listens.
@@ -179,9 +259,11 @@ impl Bus {
             .connection_timeout(Duration::from_secs(10));
         options = match auth {
             Auth::None => options,
-            Auth::Creds(file) => options.credentials_file(file).await.with_context(|| {
-                format!("cannot read the bus credentials file {}", file.display())
-            })?,
+            Auth::Creds(file) => options
+                .credentials_file(file)
+                .await
+                .with_context(|| format!("cannot read the bus credentials file {}", file.display()))
+                .map_err(|e| (None, e))?,
             Auth::Nkey(seed) => options.nkey(seed.clone()),
             Auth::UserPassword(user, password) => {
                 options.user_and_password(user.clone(), password.clone())
@@ -198,7 +280,8 @@ impl Bus {
         }
         // A cluster is given as its servers, comma-separated.
         let servers: Vec<&str> = url.split(',').map(str::trim).collect();
-        let client = options.connect(servers).await.map_err(|e| {
+        options.connect(servers).await.map_err(|e| {
+            let kind = e.kind();
             let reason = match e.kind() {
                 async_nats::ConnectErrorKind::AuthorizationViolation => format!(
                     "the server refused the host's credentials ({auth:?}): check [bus] and the secrets it names"
@@ -207,15 +290,36 @@ impl Bus {
                 _ => e.to_string(),
             };
             // A password given in the URL must not come back in the reason.
-            anyhow::anyhow!(
-                "cannot connect to the bus at {shown}: {}",
-                redact_url(&reason).replace(url, &shown)
+            (
+                Some(kind),
+                anyhow::anyhow!(
+                    "cannot connect to the bus at {shown}: {}",
+                    redact_url(&reason).replace(url, &shown)
+                ),
             )
-        })?;
-        let js = jetstream::context::ContextBuilder::new()
-            .max_ack_inflight(crate::connector::CLIENT_ACK_BUDGET)
-            .build(client.clone());
-        Ok(Bus { client, js, limits })
+        })
+    }
+
+    /// Wait until JetStream answers (a cluster elects its leader in the
+    /// first seconds); an error naming the last failure after `patience`.
+    pub async fn wait_for_jetstream(&self, patience: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut said = false;
+        loop {
+            match self.js.query_account().await {
+                Ok(_) => return Ok(()),
+                Err(error) if tokio::time::Instant::now() >= deadline => {
+                    bail!("JetStream did not answer within {patience:?}: {error}")
+                }
+                Err(error) => {
+                    if !said {
+                        tracing::info!(%error, "Waiting for JetStream to answer.");
+                        said = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
     }
 
     /// Make sure some stream captures `subject`, creating one if none does.

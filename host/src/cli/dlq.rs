@@ -67,8 +67,13 @@ pub(super) async fn replay(file: &Path, connector: &str, only: &[u64]) -> Result
             spec.delivery.dlq
         )));
     }
-    let (audit, writer) =
-        crate::observe::Audit::start(bus.js.clone(), &super::cli_writer(), None).await?;
+    let (audit, writer) = crate::observe::Audit::start(
+        bus.js.clone(),
+        &super::cli_writer(),
+        None,
+        bus.limits.replicas,
+    )
+    .await?;
     let actor = super::os_user();
     let mut replayed = 0;
     for letter in letters

@@ -52,10 +52,21 @@ impl Reconciler {
         let bus = host.bus().clone();
         let config = host.config();
         let labels = config.fleet.labels.clone();
-        let membership = Membership::join(&bus, id, config.fleet.lease_ttl).await?;
+        let ttl = config.fleet.lease_ttl;
+        let patience = Duration::from_secs(60);
+        let membership = crate::bus::patiently("join the fleet", patience, || {
+            Membership::join(&bus, id, ttl)
+        })
+        .await?;
+        let registry =
+            crate::bus::patiently("open the registry", patience, || Registry::open(&bus)).await?;
+        let definitions = crate::bus::patiently("open the definitions", patience, || {
+            definitions::bucket(&bus)
+        })
+        .await?;
         Ok(Reconciler {
-            registry: Registry::open(&bus).await?,
-            definitions: definitions::bucket(&bus).await?,
+            registry,
+            definitions,
             membership,
             labels,
             started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -135,7 +146,13 @@ impl Reconciler {
             ..
         } = self;
         host.shutdown().await;
-        membership.leave().await;
+        // Bounded: with the bus down, the leases and heartbeat expire anyway.
+        if tokio::time::timeout(Duration::from_secs(5), membership.leave())
+            .await
+            .is_err()
+        {
+            tracing::warn!("Could not give up the leases; they expire after their TTL.");
+        }
     }
 
     /// One pass: read, place, lease, load, run.

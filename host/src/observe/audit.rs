@@ -104,12 +104,14 @@ impl Audit {
     }
 
     /// Start writing `writer`'s chain on the bus.
+    /// `replicas`: copies a cluster keeps of the stream, when this creates it.
     pub async fn start(
         js: jetstream::Context,
         writer: &str,
         metrics: Option<Arc<super::Metrics>>,
+        replicas: usize,
     ) -> anyhow::Result<(Audit, Writer)> {
-        ensure_stream(&js).await?;
+        ensure_stream(&js, replicas).await?;
         let mut chain = Chain::resume(js, writer).await?;
         let (tx, mut rx) = mpsc::channel::<Event>(QUEUE);
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
@@ -203,7 +205,7 @@ impl Writer {
 }
 
 /// The stream every chain lives in, created on first use.
-async fn ensure_stream(js: &jetstream::Context) -> anyhow::Result<()> {
+async fn ensure_stream(js: &jetstream::Context, replicas: usize) -> anyhow::Result<()> {
     js.get_or_create_stream(stream::Config {
         name: STREAM.to_owned(),
         subjects: vec![SUBJECTS.to_owned()],
@@ -212,6 +214,7 @@ async fn ensure_stream(js: &jetstream::Context) -> anyhow::Result<()> {
         max_bytes: 1 << 30,
         // Nothing is ever removed but by age or size, oldest first.
         deny_delete: false,
+        num_replicas: replicas,
         ..Default::default()
     })
     .await
