@@ -10,7 +10,9 @@
 //! - open-loop end-to-end latency at fixed rates against a plain NATS round
 //!   trip, and a healthy connector's latency beside hostile plugins (medians
 //!   of alternating rounds, each round's p99 shown for the noise between them);
-//! - hot swap under load, start-up and memory with 100 connectors.
+//! - hot swap under load, start-up and memory with 100 connectors;
+//! - a fleet of three `plexus up --bus` processes: apply-to-running, and one
+//!   transform's throughput on one host and on three sharing its consumer.
 //!
 //! Run with `just bench`; `bench/report.py` turns the output into
 //! `bench/RESULTS.md`.
@@ -31,6 +33,7 @@ use plexus_host::host::Host;
 use tokio::sync::Semaphore;
 
 mod fixtures;
+mod fleet;
 
 const RECORDS: usize = 20_000;
 /// Runs of each side per throughput flow; the median is reported.
@@ -823,6 +826,55 @@ async fn main() {
         println!("| reload → first record of the new version | lost | duplicated |");
         println!("|---|---|---|");
         println!("| {} ms | {lost} | {duplicated} |", swap.as_millis());
+    }
+
+    if wanted("fleet") {
+        let fleet_dir = tempfile::tempdir().unwrap();
+        let mut hosts: Vec<fleet::FleetHost> = (1..=3)
+            .map(|i| {
+                let labels: &[&str] = if i == 1 { &["group=one"] } else { &[] };
+                fleet::FleetHost::start(fleet_dir.path(), url, &format!("bench-{i}"), labels)
+            })
+            .collect();
+        for plugin in ["testkit", "x12"] {
+            let path = plugin_path(plugin).display().to_string();
+            fleet::plexus(&[
+                "deploy",
+                &path,
+                "--name",
+                plugin,
+                "--version",
+                "1.0.0",
+                "--bus",
+                url,
+            ]);
+        }
+        let (cold, warm) = fleet::apply_latency(fleet_dir.path(), url, &mut hosts, 5);
+        println!("\n## Fleet: apply to running on 3 hosts\n");
+        println!(
+            "| `plexus apply` → running on all 3, plugin compiled on each | the same, plugin cached (median of 5) |"
+        );
+        println!("|---|---|");
+        println!("| {} ms | {} ms |", cold.as_millis(), warm.as_millis());
+        let payload = |i: usize| fixtures::purchase_order_850_of_size(&format!("PO-{i}"), 4096);
+        let one = fleet::shared_throughput(
+            fleet_dir.path(),
+            url,
+            &js,
+            "scale1",
+            "placement = { group = \"one\" }",
+            payload,
+        )
+        .await;
+        let three =
+            fleet::shared_throughput(fleet_dir.path(), url, &js, "scale3", "", payload).await;
+        println!(
+            "\n## Fleet: one transform on 1 and on 3 hosts sharing its consumer (X12 850 → canonical, 4 KB, {RECORDS} records)\n"
+        );
+        println!("| 1 host, records/s | 3 hosts, records/s | scaling |");
+        println!("|---|---|---|");
+        println!("| {one:.0} | {three:.0} | {:.2}× |", three / one);
+        drop(hosts);
     }
 
     if wanted("density") {
