@@ -120,15 +120,26 @@ pub async fn load_plugins(runtime: &Runtime, config: &Config) -> Result<Vec<Plug
                         )));
                     }
                 };
-                let plugin = Plugin::load(&runtime, path, c.kind, Some(&cache)).map_err(
+                let plugin = Plugin::load(&runtime, path, c.kind(), Some(&cache)).map_err(
                     |error| HostError::Plugin {
                         file: config.file.clone(),
                         connector: c.name.clone(),
                         error,
                     },
                 )?;
+                if let Some(pinned) = &c.plugin_digest
+                    && *pinned != plugin.digest
+                {
+                    return Err(HostError::Usage(format!(
+                        "{}: connector \"{}\": plugin {} has digest {}, not plugin_digest {pinned}",
+                        config.file.display(),
+                        c.name,
+                        path.display(),
+                        plugin.digest
+                    )));
+                }
                 if matches!(plugin.world, crate::plugin::World::Webhook(_))
-                    && c.listen.as_deref() != Some("http")
+                    && c.trigger() != Some(&crate::config::Trigger::Http)
                 {
                     return Err(HostError::Usage(format!(
                         "{}: connector \"{}\": plugin {} is a webhook source; it needs `listen = \"http\"`",

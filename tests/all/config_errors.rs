@@ -361,3 +361,36 @@ fn listeners_are_checked_before_they_bind() {
     );
     assert!(err.contains("is not mllp+tls://"), "{err}");
 }
+
+#[test]
+fn grants_may_not_reach_the_system_or_the_bus_credentials() {
+    let err = refuse("check", &echo_with("grants = { files = [\"/proc:ro\"] }"));
+    assert!(
+        err.contains("grants.files \"/proc:ro\" reaches a system directory /proc"),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(
+        dir.path(),
+        None,
+        &echo_with("grants = { secrets = [\"BUS_PASSWORD\"] }"),
+    );
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replacen(
+            "[host]\n",
+            "[bus]\nurl = \"nats://127.0.0.1:1\"\nuser = \"plexus\"\npassword = \"BUS_PASSWORD\"\n\n[host]\n",
+            1,
+        );
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_plexus"))
+        .args(["check", "-c", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("grants.secrets \"BUS_PASSWORD\" is the host's own bus credential"),
+        "{stderr}"
+    );
+}

@@ -765,3 +765,69 @@ async fn a_rolling_upgrade_under_load_loses_and_doubles_nothing() {
     }
     assert!(old > 0, "records before the switch ran on 1.0.0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_takes_from_the_bus_only_what_was_applied_and_what_it_allows() {
+    let bus = TestBus::start().await;
+    let url = bus.url().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    deploy(&url, "testkit", "1.0.0", &[]).await;
+    deploy(&url, "json-filter", "1.0.0", &[]).await;
+    let allowed = dir.path().join("allowed");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&allowed).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    let roots = format!("grant_roots = [\"{}\"]\n", allowed.display());
+    let mut host = fleet_host(&url, dir.path(), "careful", &[], &roots);
+    let reading = |name: &str, dir: &Path| {
+        format!(
+            "[[connector]]\nname = \"{name}\"\nkind = \"transform\"\nplugin = \"testkit@1.0.0\"\nfrom = \"{name}.in\"\nto = \"{name}.out\"\ngrants = {{ files = [\"{}:ro\"] }}\n",
+            dir.display()
+        )
+    };
+    let both = write(
+        dir.path(),
+        "both.toml",
+        &format!("{}\n{}", reading("inside", &allowed), reading("outside", &outside)),
+    );
+    cli_stdout(
+        &plexus(&["apply", "-c", &both.display().to_string(), "--approve", "--bus", &url]).await,
+    );
+    let refusal = host.wait_line("plexus: fleet: connector \"outside\" cannot run here");
+    assert!(refusal.contains("may grant only directories under this host's [host].grant_roots"), "{refusal}");
+    let mut added = Vec::new();
+    while !added.contains(&"inside".to_owned()) {
+        added.extend(listed(&host.wait_line("plexus: fleet applied"), "added"));
+    }
+    assert!(!added.contains(&"outside".to_owned()));
+
+    // The file applied is the whole fleet: dropping a connector from it is
+    // a removal, which needs --approve.
+    let one = write(dir.path(), "one.toml", &reading("inside", &allowed));
+    let one = one.display().to_string();
+    let stderr = refused(&plexus(&["apply", "-c", &one, "--bus", &url]).await);
+    assert!(stderr.contains("removes connectors"), "{stderr}");
+    let applied = cli_stdout(&plexus(&["apply", "-c", &one, "--approve", "--bus", &url]).await);
+    assert!(applied.contains("applied: 0 added, 0 changed, 1 removed"), "{applied}");
+
+    // The registry's entry for testkit@1.0.0 rewritten to other bytes after
+    // the apply: a host refuses to run what was not applied.
+    let registry = bus.js.get_key_value("plexus-registry").await.unwrap();
+    let mut entry: serde_json::Value =
+        serde_json::from_slice(&registry.get("testkit.1.0.0").await.unwrap().unwrap()).unwrap();
+    let other: serde_json::Value =
+        serde_json::from_slice(&registry.get("json-filter.1.0.0").await.unwrap().unwrap())
+            .unwrap();
+    entry["digest"] = other["digest"].clone();
+    registry
+        .put("testkit.1.0.0", serde_json::to_vec(&entry).unwrap().into())
+        .await
+        .unwrap();
+    let mut late = fleet_host(&url, dir.path(), "late", &[], &roots);
+    let refusal = late.wait_line("plexus: fleet: connector \"inside\" cannot run here");
+    assert!(refusal.contains("its index entry was rewritten"), "{refusal}");
+
+    // Dead letters of the fleet's connectors, as defined in its bus.
+    let letters = cli_stdout(&plexus(&["dlq", "ls", "--bus", &url]).await);
+    assert!(letters.contains("inside: 0 dead letters on dlq.inside"), "{letters}");
+}

@@ -14,6 +14,8 @@ use async_nats::jetstream;
 pub struct FleetHost {
     child: Child,
     lines: mpsc::Receiver<String>,
+    /// Its admin endpoint.
+    admin: String,
 }
 
 impl FleetHost {
@@ -60,20 +62,43 @@ impl FleetHost {
                 }
             }
         });
-        let mut host = FleetHost { child, lines };
-        host.wait_for("plexus: up in the fleet");
+        let mut host = FleetHost {
+            child,
+            lines,
+            admin: String::new(),
+        };
+        let ready = host.wait_for("plexus: up in the fleet");
+        host.admin = ready
+            .split("metrics at http://")
+            .nth(1)
+            .and_then(|a| a.strip_suffix("/metrics"))
+            .unwrap()
+            .to_owned();
         host
     }
 
-    /// Block until a stdout line contains `text`.
-    pub fn wait_for(&mut self, text: &str) {
+    /// Records `connector` took in on this host, from its `/metrics`.
+    pub fn records_in(&self, connector: &str) -> u64 {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(&self.admin).unwrap();
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.admin).unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        let sample = format!("plexus_records_in_total{{connector=\"{connector}\"}}");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&sample)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Block until a stdout line contains `text`; the line.
+    pub fn wait_for(&mut self, text: &str) -> String {
         loop {
             let line = self
                 .lines
                 .recv_timeout(Duration::from_secs(120))
                 .unwrap_or_else(|_| panic!("no line with {text:?} from a fleet host"));
             if line.contains(text) {
-                return;
+                return line;
             }
         }
     }
@@ -131,23 +156,14 @@ pub fn apply_latency(
     hosts: &mut [FleetHost],
     rounds: usize,
 ) -> (Duration, Duration) {
-    let cold = apply_and_wait(
-        dir,
-        url,
-        hosts,
-        "lat0",
-        &transform("lat0", "testkit@1.0.0", ""),
-    );
+    // Each round adds one connector to those of the rounds before.
+    let mut text = transform("lat0", "testkit@1.0.0", "");
+    let cold = apply_and_wait(dir, url, hosts, "lat0", &text);
     let mut warm: Vec<Duration> = (1..=rounds)
         .map(|k| {
             let name = format!("lat{k}");
-            apply_and_wait(
-                dir,
-                url,
-                hosts,
-                &name,
-                &transform(&name, "testkit@1.0.0", ""),
-            )
+            text.push_str(&transform(&name, "testkit@1.0.0", ""));
+            apply_and_wait(dir, url, hosts, &name, &text)
         })
         .collect();
     warm.sort();
@@ -177,6 +193,6 @@ pub async fn shared_throughput(
     let text = transform(name, "x12@1.0.0", placement);
     let file = dir.join(format!("{name}.toml"));
     std::fs::write(&file, text).unwrap();
-    plexus(&["apply", "-c", &file.display().to_string(), "--bus", url]);
+    plexus(&["apply", "-c", &file.display().to_string(), "--approve", "--bus", url]);
     arrivals.rate(super::RECORDS).await
 }

@@ -12,12 +12,11 @@ mod kv;
 mod log;
 mod secrets;
 
-pub use http::Origin;
 pub use kv::bucket_name as kv_bucket_name;
 pub use secrets::{redact, resolve as resolve_secrets};
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,20 +25,8 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::bindings;
-use crate::config::ConnectorSpec;
+use crate::config::{ConnectorSpec, Grants};
 use crate::observe::{Audit, Metrics};
-
-/// What a connector was granted, parsed.
-#[derive(Debug, Default)]
-pub struct Granted {
-    /// Outbound HTTP origins.
-    pub http: Vec<Origin>,
-    /// Directories: host path, the path the plugin sees (as written in the
-    /// grant), and whether it is writable.
-    pub files: Vec<(PathBuf, String, bool)>,
-    /// Secret names.
-    pub secrets: Vec<String>,
-}
 
 /// What every instance of one connector shares.
 #[derive(Debug)]
@@ -51,7 +38,7 @@ pub struct ConnectorContext {
     /// The connector's kv bucket; `None` where no bus is connected (`plexus check`).
     pub kv: Option<async_nats::jetstream::kv::Store>,
     /// Capabilities granted.
-    pub grants: Granted,
+    pub grants: Grants,
     /// Values of the granted secrets the host could resolve.
     pub secrets: BTreeMap<String, String>,
     /// Where refusals are counted.
@@ -69,22 +56,6 @@ impl ConnectorContext {
         metrics: Arc<Metrics>,
         audit: Audit,
     ) -> anyhow::Result<Self> {
-        let http = spec
-            .grants
-            .http
-            .iter()
-            .map(|o| Origin::parse(o).map_err(|e| anyhow::anyhow!("grants.http {o:?}: {e}")))
-            .collect::<Result<_, _>>()?;
-        let files = spec
-            .grants
-            .files
-            .iter()
-            .zip(&spec.file_dirs)
-            .filter_map(|(grant, host)| {
-                let (guest, mode) = grant.rsplit_once(':')?;
-                Some((host.clone(), guest.to_owned(), mode == "rw"))
-            })
-            .collect();
         let secrets = secrets::resolve(&spec.grants.secrets, secrets_file)?;
         for name in spec
             .grants
@@ -98,11 +69,7 @@ impl ConnectorContext {
             name: spec.name.clone(),
             config: spec.config.clone(),
             kv,
-            grants: Granted {
-                http,
-                files,
-                secrets: spec.grants.secrets.clone(),
-            },
+            grants: spec.grants.clone(),
             secrets,
             metrics,
             audit,
@@ -140,14 +107,14 @@ impl PluginState {
     /// sockets; only the granted directories are visible.
     pub fn new(connector: Arc<ConnectorContext>, memory: usize) -> anyhow::Result<Self> {
         let mut wasi = WasiCtx::builder();
-        for (host, guest, writable) in &connector.grants.files {
-            let perms = if *writable {
+        for grant in &connector.grants.files {
+            let perms = if grant.writable {
                 FsPerms::ReadWrite
             } else {
                 FsPerms::ReadOnly
             };
-            wasi.preopened_dir(host, guest, perms)
-                .map_err(|e| anyhow::anyhow!("grants.files {}: {e}", host.display()))?;
+            wasi.preopened_dir(&grant.host, &grant.guest, perms)
+                .map_err(|e| anyhow::anyhow!("grants.files {}: {e}", grant.host.display()))?;
         }
         Ok(PluginState {
             wasi: wasi.build(),

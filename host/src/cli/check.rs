@@ -21,7 +21,7 @@ pub(super) async fn run(file: &Path) -> Result<(), HostError> {
         config.connectors.len()
     );
     for (spec, plugin) in config.connectors.iter().zip(&plugins) {
-        let route = match (&spec.from, &spec.to) {
+        let route = match (spec.from(), spec.to()) {
             (Some(from), Some(to)) => format!("{from} -> {to}"),
             (Some(from), None) => format!("{from} ->"),
             (None, Some(to)) => format!("-> {to}"),
@@ -30,7 +30,7 @@ pub(super) async fn run(file: &Path) -> Result<(), HostError> {
         println!(
             "  {} ({}, plugin {}@{}) {route}",
             spec.name,
-            spec.kind,
+            spec.kind(),
             plugin.path.display(),
             plugin.version()
         );

@@ -1,19 +1,58 @@
 //! `plexus dlq`: list a connector's dead letters and replay them, on the bus
 //! of the config's host (`[bus].url`, or the embedded bus of a running
-//! `plexus up` with that config).
+//! `plexus up` with that config), or with `--bus` on the fleet's bus, for
+//! the connectors defined there.
 
 use std::path::Path;
 
+use crate::bus::Bus;
 use crate::bus::dead_letters::DeadLetters;
 use crate::config::{Config, ConnectorSpec};
 use crate::host::HostError;
 
+/// Where the dead letters are: a bus and the connectors it carries.
+pub(super) struct Target {
+    bus: Bus,
+    connectors: Vec<ConnectorSpec>,
+    /// Where the connectors were read, for messages.
+    place: String,
+}
+
+impl Target {
+    /// The config's host.
+    pub(super) async fn of_config(file: &Path) -> Result<Target, HostError> {
+        let config = Config::load(file)?;
+        let bus = super::connect_bus(&config).await?;
+        Ok(Target {
+            bus,
+            connectors: config.connectors,
+            place: file.display().to_string(),
+        })
+    }
+
+    /// The fleet: connectors as defined in the bus.
+    pub(super) async fn of_fleet(args: &super::fleet::BusArgs) -> Result<Target, HostError> {
+        let bus = args.connect().await?;
+        let mut connectors = Vec::new();
+        if let Some(store) = crate::fleet::existing(&bus, crate::fleet::CONNECTORS).await? {
+            for (name, (_, text)) in crate::fleet::definitions::read_all(&store).await? {
+                let source =
+                    std::path::PathBuf::from(format!("kv {}/{name}", crate::fleet::CONNECTORS));
+                connectors.push(Config::parse_definition_text(&source, &text)?);
+            }
+        }
+        Ok(Target {
+            bus,
+            connectors,
+            place: "the fleet's bus".into(),
+        })
+    }
+}
+
 /// Print the dead letters of `connector`, or of every connector.
-pub(super) async fn list(file: &Path, connector: Option<&str>) -> Result<(), HostError> {
-    let config = Config::load(file)?;
-    let chosen = chosen(&config, connector)?;
-    let bus = super::connect_bus(&config).await?;
-    for spec in chosen {
+pub(super) async fn list(target: &Target, connector: Option<&str>) -> Result<(), HostError> {
+    let bus = &target.bus;
+    for spec in chosen(target, connector)? {
         let letters = DeadLetters::open(&bus.js, &spec.delivery.dlq)
             .await?
             .list(&spec.name)
@@ -47,15 +86,18 @@ pub(super) async fn list(file: &Path, connector: Option<&str>) -> Result<(), Hos
 
 /// Replay the dead letters of `connector` (only the sequences in `only`, if
 /// any), oldest first; stop at the first that cannot be replayed.
-pub(super) async fn replay(file: &Path, connector: &str, only: &[u64]) -> Result<(), HostError> {
-    let config = Config::load(file)?;
-    let spec = chosen(&config, Some(connector))?[0];
-    if spec.kind == crate::config::Kind::Source {
+pub(super) async fn replay(
+    target: &Target,
+    connector: &str,
+    only: &[u64],
+) -> Result<(), HostError> {
+    let spec = chosen(target, Some(connector))?[0];
+    if spec.kind() == crate::config::Kind::Source {
         return Err(HostError::Usage(format!(
             "{connector:?} is a source: its dead letters are records it could not publish, kept for inspection (`plexus dlq ls {connector}`). Correct them where they came from and let the source take them again"
         )));
     }
-    let bus = super::connect_bus(&config).await?;
+    let bus = &target.bus;
     let dead = DeadLetters::open(&bus.js, &spec.delivery.dlq).await?;
     let letters = dead.list(&spec.name).await?;
     if let Some(missing) = only
@@ -118,7 +160,12 @@ pub(super) async fn replay_by_host(
     token: &str,
 ) -> Result<(), HostError> {
     let config = Config::load(file)?;
-    chosen(&config, Some(connector))?;
+    if !config.connectors.iter().any(|c| c.name == connector) {
+        return Err(HostError::Usage(format!(
+            "{}: no connector named {connector:?}",
+            file.display()
+        )));
+    }
     let (addr, from) = super::status::admin_address(&config);
     let base = format!("/connectors/{connector}/dead-letters/replay");
     let paths: Vec<String> = if only.is_empty() {
@@ -147,17 +194,17 @@ pub(super) async fn replay_by_host(
 }
 
 /// The connector named, or every connector when none is.
-fn chosen<'a>(config: &'a Config, name: Option<&str>) -> Result<Vec<&'a ConnectorSpec>, HostError> {
+fn chosen<'a>(target: &'a Target, name: Option<&str>) -> Result<Vec<&'a ConnectorSpec>, HostError> {
     let Some(name) = name else {
-        return Ok(config.connectors.iter().collect());
+        return Ok(target.connectors.iter().collect());
     };
-    match config.connectors.iter().find(|c| c.name == name) {
+    match target.connectors.iter().find(|c| c.name == name) {
         Some(spec) => Ok(vec![spec]),
         None => {
-            let names: Vec<&str> = config.connectors.iter().map(|c| c.name.as_str()).collect();
+            let names: Vec<&str> = target.connectors.iter().map(|c| c.name.as_str()).collect();
             Err(HostError::Usage(format!(
                 "{}: no connector named {name:?} (it has: {})",
-                config.file.display(),
+                target.place,
                 names.join(", ")
             )))
         }

@@ -95,6 +95,7 @@ pub(super) async fn deploy(
     let wasm = std::fs::read(file)
         .map_err(|e| usage(format!("plugin {}: cannot read: {e}", file.display())))?;
     let digest = crate::plugin::cache::digest(&wasm);
+    let name_given = name.is_some();
     let name = match name {
         Some(name) => name.to_owned(),
         None => file
@@ -103,7 +104,17 @@ pub(super) async fn deploy(
             .unwrap_or_default(),
     };
     let version = version.map_or_else(|| digest[..12].to_owned(), str::to_owned);
-    let reference = PluginRef::new(&name, &version).map_err(usage)?;
+    let reference = PluginRef::new(&name, &version).map_err(|reason| {
+        usage(format!(
+            "plugin {}: {reason}{}",
+            file.display(),
+            if name_given {
+                ""
+            } else {
+                " (the name comes from the file's name; give one with --name)"
+            }
+        ))
+    })?;
     let key = sign
         .map(PrivateKey::load)
         .transpose()
@@ -170,21 +181,27 @@ pub(super) async fn apply(
             println!("    - {narrowed}");
         }
     }
+    let needs_approval = plan.widens() || plan.removes();
     if dry_run {
         println!(
             "dry run: nothing written{}",
-            if plan.widens() {
-                "; this apply widens capabilities (+) and will need --approve"
+            if needs_approval {
+                "; this apply widens capabilities (+) or removes connectors and will need --approve"
             } else {
                 ""
             }
         );
         return Ok(());
     }
-    if plan.widens() && !approve {
+    if needs_approval && !approve {
         return Err(HostError::Usage(format!(
-            "{}: refused: this apply widens capabilities (the + lines above); review them and run it again with --approve",
-            file.display()
+            "{}: refused: this apply {}; review the lines above and run it again with --approve",
+            file.display(),
+            match (plan.widens(), plan.removes()) {
+                (true, true) => "widens capabilities (+) and removes connectors",
+                (true, false) => "widens capabilities (+)",
+                _ => "removes connectors (the file applied is the whole fleet)",
+            }
         )));
     }
     if plan.is_empty() {

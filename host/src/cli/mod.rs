@@ -102,14 +102,21 @@ struct UpArgs {
     config: ConfigArg,
     /// Join a fleet: take connectors from the definitions in this bus
     /// (`plexus apply`) instead of the config file, whose [host] and [bus]
-    /// settings still apply and which must have no [[connector]].
-    #[command(flatten)]
-    bus: fleet::BusArgs,
+    /// settings still apply and which must have no [[connector]]. Given
+    /// here only, never taken from $PLEXUS_BUS: joining a fleet is explicit.
+    #[arg(long = "bus", value_name = "URL")]
+    fleet_bus: Option<String>,
+    /// A NATS credentials file for the fleet's bus.
+    #[arg(long, value_name = "FILE", requires = "fleet_bus")]
+    creds: Option<PathBuf>,
+    /// The CA that signed the fleet's NATS servers' certificates (PEM).
+    #[arg(long, value_name = "FILE", requires = "fleet_bus")]
+    ca: Option<PathBuf>,
     /// A label for placement, `key=value` (e.g. facility=st-marys); repeatable.
-    #[arg(long = "label", value_parser = test::key_value)]
+    #[arg(long = "label", value_parser = test::key_value, requires = "fleet_bus")]
     labels: Vec<(String, String)>,
     /// This host's id in the fleet (default: hostname and a random suffix).
-    #[arg(long)]
+    #[arg(long, requires = "fleet_bus")]
     id: Option<String>,
 }
 
@@ -234,6 +241,9 @@ enum DlqCommand {
         connector: Option<String>,
         #[command(flatten)]
         config: ConfigArg,
+        /// The fleet's connectors, as defined in its bus.
+        #[command(flatten)]
+        bus: fleet::BusArgs,
     },
     /// Send a connector's dead letters back to it, oldest first, once the
     /// cause is fixed.
@@ -305,8 +315,14 @@ impl Cli {
         };
         let result = runtime.block_on(async {
             match self.command {
-                Command::Up(args) if args.bus.bus.is_some() => {
-                    up::run_fleet(&args.config.config, &args.bus, args.labels, args.id).await
+                Command::Up(args) if args.fleet_bus.is_some() => {
+                    let bus = fleet::BusArgs {
+                        bus: args.fleet_bus,
+                        creds: args.creds,
+                        ca: args.ca,
+                        replicas: 1,
+                    };
+                    up::run_fleet(&args.config.config, &bus, args.labels, args.id).await
                 }
                 Command::Up(args) => up::run(&args.config.config).await,
                 Command::Deploy(args) => {
@@ -365,9 +381,29 @@ impl Cli {
                 Command::Audit(AuditCommand::Ls { since, config }) => {
                     audit::list(&config.config, since).await
                 }
-                Command::Dlq(DlqCommand::Ls { connector, config }) => {
-                    dlq::list(&config.config, connector.as_deref()).await
+                Command::Dlq(DlqCommand::Ls {
+                    connector,
+                    config,
+                    bus,
+                }) => {
+                    let target = if bus.bus.is_some() {
+                        dlq::Target::of_fleet(&bus).await
+                    } else {
+                        dlq::Target::of_config(&config.config).await
+                    };
+                    match target {
+                        Ok(target) => dlq::list(&target, connector.as_deref()).await,
+                        Err(e) => Err(e),
+                    }
                 }
+                Command::Dlq(DlqCommand::Replay {
+                    connector,
+                    only,
+                    admin,
+                }) if admin.bus.bus.is_some() => match dlq::Target::of_fleet(&admin.bus).await {
+                    Ok(target) => dlq::replay(&target, &connector, &only).await,
+                    Err(e) => Err(e),
+                },
                 Command::Dlq(DlqCommand::Replay {
                     connector,
                     only,
@@ -376,7 +412,10 @@ impl Cli {
                     Ok(Some(token)) => {
                         dlq::replay_by_host(&admin.config.config, &connector, &only, &token).await
                     }
-                    Ok(None) => dlq::replay(&admin.config.config, &connector, &only).await,
+                    Ok(None) => match dlq::Target::of_config(&admin.config.config).await {
+                        Ok(target) => dlq::replay(&target, &connector, &only).await,
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e),
                 },
                 Command::New(args) => new::run(

@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::BusConfig;
+use super::grants::{FileGrant, Grants, Origin};
+use super::schedule::Schedule;
 use super::values::{DAY, HOUR, check_subject, duration, size, subject_matches};
 
 /// A connector's role, which must match the world its plugin exports.
@@ -108,50 +110,114 @@ impl fmt::Display for PluginRef {
     }
 }
 
+/// What a connector does, with exactly the settings its role takes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Role {
+    /// Brings records in and publishes them to `to`.
+    Source {
+        /// Subject published to.
+        to: String,
+        /// What makes it take records in.
+        trigger: Trigger,
+    },
+    /// Maps records consumed from `from` and publishes them to `to`.
+    Transform {
+        /// Subject filter consumed.
+        from: String,
+        /// Subject published to.
+        to: String,
+    },
+    /// Delivers records consumed from `from` to an outside system.
+    Sink {
+        /// Subject filter consumed.
+        from: String,
+    },
+}
+
+/// What makes a source take records in.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    /// Polled on a schedule (`schedule = "30s"` or cron).
+    Schedule(Schedule),
+    /// Fed by `POST /ingest/<name>` on the admin endpoint (`listen = "http"`).
+    Http,
+    /// An MLLP listener (`listen = "mllp://…"` or `"mllp+tls://…"`).
+    Mllp(Listener),
+}
+
 /// One validated `[[connector]]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnectorSpec {
     /// Unique name.
     pub name: String,
-    /// Role.
-    pub kind: Kind,
+    /// Its role and the subjects and trigger that go with it.
+    pub role: Role,
     /// The component: a file, or `name@version` in the registry.
     pub plugin: PluginSource,
-    /// Subject filter consumed.
-    pub from: Option<String>,
-    /// Subject published to.
-    pub to: Option<String>,
-    /// Source schedule.
-    pub schedule: Option<String>,
-    /// Source listener.
-    pub listen: Option<String>,
+    /// The component's SHA-256 it must have (`plexus apply` pins it).
+    pub plugin_digest: Option<String>,
     /// Strings handed to the plugin.
     pub config: BTreeMap<String, String>,
     /// Schema ids emitted.
     pub emits: Vec<String>,
     /// Capabilities granted.
     pub grants: Grants,
-    /// Host directory of each `grants.files` entry, in order (relative ones
-    /// resolved against the config file's directory).
-    pub file_dirs: Vec<PathBuf>,
     /// Resource limits.
     pub limits: Limits,
     /// Retry and dead-letter policy.
     pub delivery: Delivery,
-    /// How an MLLP listener takes connections (`listen = "mllp://…"` or
-    /// `"mllp+tls://…"`).
-    pub listener: Option<Listener>,
     /// Host labels a fleet host must carry to run it; empty runs anywhere.
     pub placement: BTreeMap<String, String>,
 }
 
 impl ConnectorSpec {
+    /// Its role's kind, which its plugin's world must match.
+    pub fn kind(&self) -> Kind {
+        match self.role {
+            Role::Source { .. } => Kind::Source,
+            Role::Transform { .. } => Kind::Transform,
+            Role::Sink { .. } => Kind::Sink,
+        }
+    }
+
+    /// The subject filter consumed (transforms and sinks).
+    pub fn from(&self) -> Option<&str> {
+        match &self.role {
+            Role::Transform { from, .. } | Role::Sink { from } => Some(from),
+            Role::Source { .. } => None,
+        }
+    }
+
+    /// The subject published to (sources and transforms).
+    pub fn to(&self) -> Option<&str> {
+        match &self.role {
+            Role::Source { to, .. } | Role::Transform { to, .. } => Some(to),
+            Role::Sink { .. } => None,
+        }
+    }
+
+    /// A source's trigger.
+    pub fn trigger(&self) -> Option<&Trigger> {
+        match &self.role {
+            Role::Source { trigger, .. } => Some(trigger),
+            _ => None,
+        }
+    }
+
+    /// An MLLP listener's settings.
+    pub fn listener(&self) -> Option<&Listener> {
+        match self.trigger() {
+            Some(Trigger::Mllp(listener)) => Some(listener),
+            _ => None,
+        }
+    }
+
     /// Whether one host at a time must run it: a scheduled source (two
     /// would poll twice) or an MLLP listener (senders hold one connection).
     /// A transform or sink shares its durable consumer; HTTP ingest is
     /// answered by whichever host a client reaches.
     pub fn needs_lease(&self) -> bool {
-        self.schedule.is_some() || self.listener.is_some()
+        matches!(self.trigger(), Some(Trigger::Schedule(_) | Trigger::Mllp(_)))
     }
 
     /// Whether a host labelled `labels` may run it.
@@ -190,10 +256,10 @@ pub struct ListenerTls {
     pub client_ca: Option<PathBuf>,
 }
 
-/// Capabilities granted to a connector (least privilege: empty by default).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// `[connector.grants]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Grants {
+struct RawGrants {
     /// Outbound HTTP origins.
     #[serde(default)]
     pub http: Vec<String>,
@@ -262,7 +328,7 @@ pub(super) struct RawConnector {
     #[serde(default)]
     emits: Vec<String>,
     #[serde(default)]
-    grants: Grants,
+    grants: RawGrants,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -271,6 +337,7 @@ pub(super) struct RawConnector {
     listener: Option<RawListener>,
     #[serde(default)]
     placement: BTreeMap<String, String>,
+    plugin_digest: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -368,6 +435,17 @@ pub(super) fn validate(
             PluginSource::File(plugin)
         }
     };
+    if let Some(digest) = &c.plugin_digest {
+        let hex = digest.len() == 64
+            && digest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !hex {
+            return Err(fail(format!(
+                "plugin_digest {digest:?} must be a SHA-256 in 64 lower-case hex digits"
+            )));
+        }
+    }
     for (key, value) in &c.placement {
         if key.is_empty() || value.is_empty() {
             return Err(fail("placement keys and values must not be empty".into()));
@@ -434,31 +512,59 @@ pub(super) fn validate(
             "a sink publishes nothing, so it takes no `emits`".into(),
         ));
     }
+    let mut files = Vec::with_capacity(c.grants.files.len());
     for file in &c.grants.files {
-        let Some(dir) = file
-            .strip_suffix(":ro")
-            .or_else(|| file.strip_suffix(":rw"))
-        else {
-            return Err(fail(format!(
-                "grants.files {file:?} must end in :ro or :rw"
-            )));
+        let (dir, writable) = match (file.strip_suffix(":ro"), file.strip_suffix(":rw")) {
+            (Some(dir), _) => (dir, false),
+            (_, Some(dir)) => (dir, true),
+            _ => {
+                return Err(fail(format!(
+                    "grants.files {file:?} must end in :ro or :rw"
+                )));
+            }
         };
         check_path("grants.files", Path::new(dir))?;
-        if site.local && !resolve(Path::new(dir)).is_dir() {
+        let host = resolve(Path::new(dir));
+        if site.local && !host.is_dir() {
             return Err(fail(format!(
                 "grants.files {file:?}: {} is not a directory",
-                resolve(Path::new(dir)).display()
+                host.display()
+            )));
+        }
+        if site.local {
+            check_file_grant(file, &host, site).map_err(fail)?;
+        }
+        files.push(FileGrant {
+            host,
+            guest: dir.to_owned(),
+            writable,
+        });
+    }
+    let http = c
+        .grants
+        .http
+        .iter()
+        .map(|origin| {
+            Origin::parse(origin).map_err(|e| fail(format!("grants.http {origin:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for secret in &c.grants.secrets {
+        if site.reserved_secrets.contains(secret) {
+            return Err(fail(format!(
+                "grants.secrets {secret:?} is the host's own bus credential ([bus].nkey or [bus].password); a plugin may not read it"
             )));
         }
     }
-    for origin in &c.grants.http {
-        crate::capability::Origin::parse(origin)
-            .map_err(|e| fail(format!("grants.http {origin:?}: {e}")))?;
-    }
-    if let Some(schedule) = &c.schedule {
-        crate::connector::Schedule::parse(schedule)
-            .map_err(|e| fail(format!("schedule {schedule:?}: {e}")))?;
-    }
+    let grants = Grants {
+        http,
+        files,
+        secrets: c.grants.secrets,
+    };
+    let schedule = c
+        .schedule
+        .as_deref()
+        .map(|text| Schedule::parse(text).map_err(|e| fail(format!("schedule {text:?}: {e}"))))
+        .transpose()?;
     let listener = match c.listen.as_deref().filter(|l| *l != "http") {
         Some(listen) => {
             if let Some(tls) = &c.tls {
@@ -594,45 +700,77 @@ pub(super) fn validate(
         }
     }
 
-    let file_dirs: Vec<PathBuf> = c
-        .grants
-        .files
-        .iter()
-        .map(|f| resolve(Path::new(f.rsplit_once(':').map_or(f.as_str(), |(d, _)| d))))
-        .collect();
-    for (grant, dir) in c.grants.files.iter().zip(&file_dirs) {
-        let host_paths = [
-            ("data_dir", site.data_dir),
-            ("[host].secrets_file", site.secrets_file),
-        ];
-        for (what, protected) in host_paths {
-            let Some(protected) = protected else { continue };
-            if overlaps(dir, protected) {
-                return Err(fail(format!(
-                    "grants.files {grant:?} reaches {what} {}, which holds the host's own state; grant a directory apart from it",
-                    protected.display()
-                )));
-            }
-        }
-    }
+    // Each role takes exactly its own settings, checked above.
+    let missing = |field: &str| fail(format!("a {} needs `{field}`", c.kind));
+    let role = match c.kind {
+        Kind::Transform => Role::Transform {
+            from: c.from.ok_or_else(|| missing("from"))?,
+            to: c.to.ok_or_else(|| missing("to"))?,
+        },
+        Kind::Sink => Role::Sink {
+            from: c.from.ok_or_else(|| missing("from"))?,
+        },
+        Kind::Source => Role::Source {
+            to: c.to.ok_or_else(|| missing("to"))?,
+            trigger: match (schedule, listener) {
+                (Some(schedule), _) => Trigger::Schedule(schedule),
+                (None, Some(listener)) => Trigger::Mllp(listener),
+                (None, None) => Trigger::Http,
+            },
+        },
+    };
 
     Ok(ConnectorSpec {
         name: c.name,
-        kind: c.kind,
+        role,
         plugin,
-        from: c.from,
-        to: c.to,
-        schedule: c.schedule,
-        listen: c.listen,
+        plugin_digest: c.plugin_digest,
         config: c.config,
         emits: c.emits,
-        file_dirs,
-        grants: c.grants,
+        grants,
         limits,
         delivery,
-        listener,
         placement: c.placement,
     })
+}
+
+/// Directories no grant may reach, whoever asks: the kernel's views of
+/// processes and devices (a plugin reading `/proc/<pid>/environ` would read
+/// the host's secrets).
+const SYSTEM_DIRS: [&str; 3] = ["/proc", "/sys", "/dev"];
+
+/// Whether granting `host` (written `grant`) is allowed on this host: never
+/// over its own state or the system's, and for a definition from the bus
+/// only inside `[host].grant_roots`.
+fn check_file_grant(grant: &str, host: &Path, site: &Site<'_>) -> Result<(), String> {
+    let system = SYSTEM_DIRS.iter().map(|d| ("a system directory", Path::new(*d)));
+    let own = site.protected.iter().map(|(what, p)| (*what, p.as_path()));
+    for (what, protected) in own.chain(system) {
+        if overlaps(host, protected) {
+            return Err(format!(
+                "grants.files {grant:?} reaches {what} {}, which holds the host's own state or the system's; grant a directory apart from it",
+                protected.display()
+            ));
+        }
+    }
+    if let Some(roots) = site.grant_roots {
+        let real = canonical(host);
+        if !roots.iter().any(|root| real.starts_with(canonical(root))) {
+            return Err(format!(
+                "grants.files {grant:?}: a definition from the bus may grant only directories under this host's [host].grant_roots ({})",
+                if roots.is_empty() {
+                    "none are set".to_owned()
+                } else {
+                    roots
+                        .iter()
+                        .map(|r| r.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Where a definition is validated: on the host that runs it (`local`:
@@ -643,10 +781,13 @@ pub(super) struct Site<'a> {
     pub(super) resolve: &'a dyn Fn(&Path) -> PathBuf,
     /// The bus settings a definition's delivery policy must fit.
     pub(super) bus: &'a BusConfig,
-    /// The host's data_dir, which no grant may reach (`None` off the host).
-    pub(super) data_dir: Option<&'a Path>,
-    /// The host's secrets file, which no grant may reach.
-    pub(super) secrets_file: Option<&'a Path>,
+    /// The host's own files and directories, which no grant may reach:
+    /// data_dir, the config file, secrets, tokens, bus credentials.
+    pub(super) protected: Vec<(&'static str, PathBuf)>,
+    /// For a definition from the bus: the only directories it may grant.
+    pub(super) grant_roots: Option<&'a [PathBuf]>,
+    /// Secret names a plugin may not be granted (the bus credentials).
+    pub(super) reserved_secrets: Vec<String>,
     /// Whether this is the machine that runs it.
     pub(super) local: bool,
 }

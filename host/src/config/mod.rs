@@ -24,6 +24,7 @@
 //! | `[host].labels` | this host's labels, matched by a fleet definition's `placement` (`plexus up --label` adds) | none |
 //! | `[host].trusted_keys` | public keys (`plexus keygen`) whose plugin signatures this host accepts | none |
 //! | `[host].require_signed` | refuse registry plugins without a signature by a trusted key | `false` |
+//! | `[host].grant_roots` | the only directories a connector definition from the bus may grant (`grants.files`); none by default | none |
 //! | `[host].lease_ttl` | how long a fleet lease (scheduled source, MLLP listener) outlives its holder's last renewal (2s–1h) | `10s` |
 //! | `[[connector]].name` | unique, `[a-z0-9-]+` | required |
 //! | `kind` | `source`, `transform` or `sink` | required |
@@ -53,9 +54,12 @@
 //! | `listener.max_connections` | an MLLP listener's open connections; one more closes the connection silent longest | `64` |
 //! | `listener.idle_timeout` | an MLLP connection silent this long is closed | `5m` |
 //! | `listener.frame_timeout` | a message begun must be complete within this | `30s` |
+//! | `plugin_digest` | the SHA-256 the plugin must have; `plexus apply` pins it, and a host refuses other bytes | none |
 //! | `placement` | labels a fleet host must carry to run the connector, e.g. `{ facility = "st-marys" }` | any host |
 
 mod connector;
+mod grants;
+mod schedule;
 pub mod values;
 
 use std::fmt;
@@ -65,8 +69,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use connector::{
-    ConnectorSpec, Delivery, Grants, Kind, Limits, Listener, ListenerTls, PluginRef, PluginSource,
+    ConnectorSpec, Delivery, Kind, Limits, Listener, ListenerTls, PluginRef, PluginSource, Role,
+    Trigger,
 };
+pub use grants::{FileGrant, Grants, Origin};
+pub use schedule::Schedule;
 pub use values::{check_subject, parse_bytes, subject_matches};
 
 use values::{DAY, HOUR, YEAR, duration, size};
@@ -126,6 +133,8 @@ pub struct FleetConfig {
     /// How long a lease on a scheduled source or listener outlives its
     /// holder's last renewal.
     pub lease_ttl: Duration,
+    /// The only directories a definition from the bus may grant.
+    pub grant_roots: Vec<PathBuf>,
 }
 
 impl Default for FleetConfig {
@@ -135,6 +144,7 @@ impl Default for FleetConfig {
             trusted_keys: Vec::new(),
             require_signed: false,
             lease_ttl: Duration::from_secs(10),
+            grant_roots: Vec::new(),
         }
     }
 }
@@ -243,6 +253,8 @@ struct RawHost {
     #[serde(default)]
     require_signed: bool,
     lease_ttl: Option<String>,
+    #[serde(default)]
+    grant_roots: Vec<PathBuf>,
 }
 
 /// A file of connector definitions for `plexus apply`: connectors only; the
@@ -254,14 +266,29 @@ struct RawDefinitions {
     connectors: Vec<toml::Value>,
 }
 
-/// One connector definition as stored in the bus: validated, and the TOML
-/// text hosts parse again.
+/// One connector definition as stored in the bus: validated, and the
+/// `[[connector]]` table hosts parse again.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Definition {
     /// As validated where it was applied.
     pub spec: ConnectorSpec,
-    /// The `[[connector]]` table, as TOML.
-    pub text: String,
+    /// The table as written (plus what `plexus apply` pins).
+    pub table: toml::Table,
+}
+
+impl Definition {
+    /// Pin the plugin's digest, as `plexus apply` does once it has looked
+    /// the plugin up: hosts then refuse any other bytes under its name.
+    pub fn pin(&mut self, digest: &str) {
+        self.spec.plugin_digest = Some(digest.to_owned());
+        self.table
+            .insert("plugin_digest".into(), toml::Value::String(digest.to_owned()));
+    }
+
+    /// The table as TOML text, as stored in the bus.
+    pub fn text(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(&self.table)
+    }
 }
 
 impl Config {
@@ -307,11 +334,13 @@ impl Config {
             .host
             .tokens
             .map_or_else(|| data_dir.join("tokens.toml"), |p| resolve(&p));
+        let protected = protected_paths(file, &data_dir, secrets_file.as_deref(), &tokens, &bus);
         let site = connector::Site {
             resolve: &resolve,
             bus: &bus,
-            data_dir: Some(&data_dir),
-            secrets_file: secrets_file.as_deref(),
+            protected,
+            grant_roots: None,
+            reserved_secrets: reserved_secrets(&bus),
             local: true,
         };
         let connectors = connectors(raw.connectors, &site)
@@ -327,6 +356,7 @@ impl Config {
                 HOUR,
             )
             .map_err(|reason| err(None, reason))?,
+            grant_roots: raw.host.grant_roots.iter().map(|p| resolve(p)).collect(),
         };
         if fleet.lease_ttl < Duration::from_secs(2) {
             return Err(err(None, "[host].lease_ttl must be at least 2s".into()));
@@ -380,22 +410,22 @@ impl Config {
         let site = connector::Site {
             resolve: &|p: &Path| p.to_owned(),
             bus: &bus,
-            data_dir: None,
-            secrets_file: None,
+            protected: Vec::new(),
+            grant_roots: None,
+            reserved_secrets: Vec::new(),
             local: false,
         };
         let tables = raw.connectors.clone();
         let specs = connectors(raw.connectors, &site)
             .map_err(|(name, reason)| err(name.as_deref(), reason))?;
-        specs
+        Ok(specs
             .into_iter()
             .zip(tables)
-            .map(|(spec, table)| {
-                let text =
-                    toml::to_string(&table).map_err(|e| err(Some(&spec.name), e.to_string()))?;
-                Ok(Definition { spec, text })
+            .filter_map(|(spec, table)| match table {
+                toml::Value::Table(table) => Some(Definition { spec, table }),
+                _ => None,
             })
-            .collect()
+            .collect())
     }
 
     /// Parse one definition read from the bus (`source` names where, e.g.
@@ -405,8 +435,15 @@ impl Config {
         let site = connector::Site {
             resolve: &|p: &Path| p.to_owned(),
             bus: &self.bus,
-            data_dir: Some(&self.data_dir),
-            secrets_file: self.secrets_file.as_deref(),
+            protected: protected_paths(
+                &self.file,
+                &self.data_dir,
+                self.secrets_file.as_deref(),
+                &self.tokens,
+                &self.bus,
+            ),
+            grant_roots: Some(&self.fleet.grant_roots),
+            reserved_secrets: reserved_secrets(&self.bus),
             local: true,
         };
         one_definition(source, text, &site)
@@ -419,12 +456,41 @@ impl Config {
         let site = connector::Site {
             resolve: &|p: &Path| p.to_owned(),
             bus: &bus,
-            data_dir: None,
-            secrets_file: None,
+            protected: Vec::new(),
+            grant_roots: None,
+            reserved_secrets: Vec::new(),
             local: false,
         };
         one_definition(source, text, &site)
     }
+}
+
+/// The host's own files, which no grant may reach.
+fn protected_paths(
+    file: &Path,
+    data_dir: &Path,
+    secrets_file: Option<&Path>,
+    tokens: &Path,
+    bus: &BusConfig,
+) -> Vec<(&'static str, PathBuf)> {
+    let mut paths = vec![
+        ("data_dir", data_dir.to_owned()),
+        ("the config file", file.to_owned()),
+        ("[host].tokens", tokens.to_owned()),
+    ];
+    paths.extend(secrets_file.map(|p| ("[host].secrets_file", p.to_owned())));
+    paths.extend(bus.creds.clone().map(|p| ("[bus].creds", p)));
+    if let Some(tls) = &bus.tls {
+        for p in [&tls.ca, &tls.cert, &tls.key].into_iter().flatten() {
+            paths.push(("[bus].tls", p.clone()));
+        }
+    }
+    paths
+}
+
+/// Secrets that hold the host's own bus credentials.
+fn reserved_secrets(bus: &BusConfig) -> Vec<String> {
+    bus.nkey.iter().chain(&bus.password).cloned().collect()
 }
 
 fn one_definition(

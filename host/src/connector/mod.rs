@@ -14,7 +14,6 @@ mod identity;
 mod mllp;
 mod publish;
 mod record;
-mod schedule;
 mod settle;
 mod sink;
 mod source;
@@ -29,13 +28,12 @@ use tokio::task::JoinHandle;
 
 use crate::bus::Bus;
 use crate::capability::ConnectorContext;
-use crate::config::{ConnectorSpec, Kind};
+use crate::config::{ConnectorSpec, Role, Trigger};
 use crate::contract::Contracts;
 use crate::observe::Metrics;
 use crate::plugin::{Plugin, Pool};
 pub use mllp::MAX_FRAME as MLLP_MAX_FRAME;
 pub use publish::{CLIENT_ACK_BUDGET, WINDOW as PUBLISH_WINDOW};
-pub use schedule::Schedule;
 pub use source::IngestError;
 
 /// Sources fed by `POST /ingest/<name>`, looked up by the admin endpoint.
@@ -145,11 +143,9 @@ impl Running {
             secrets: context.clone(),
         };
         let mut inbound = None;
-        let task = match spec.kind {
-            Kind::Transform => {
-                let (Some(from), Some(to)) = (spec.from.clone(), spec.to.clone()) else {
-                    bail!("connector {name}: a transform needs `from` and `to`");
-                };
+        let task = match &spec.role {
+            Role::Transform { from, to } => {
+                let (from, to) = (from.clone(), to.clone());
                 bus.ensure_stream(&to, true).await?;
                 bus.ensure_stream(&spec.delivery.dlq, false).await?;
                 let consumer = bus.durable_consumer(&spec, &from).await?;
@@ -169,12 +165,9 @@ impl Running {
                     spec.delivery.ordered,
                 ))
             }
-            Kind::Sink => {
-                let Some(from) = spec.from.clone() else {
-                    bail!("connector {name}: a sink needs `from`")
-                };
+            Role::Sink { from } => {
                 bus.ensure_stream(&spec.delivery.dlq, false).await?;
-                let consumer = bus.durable_consumer(&spec, &from).await?;
+                let consumer = bus.durable_consumer(&spec, from).await?;
                 let handler = Arc::new(sink::Sink {
                     pool,
                     settle: settler(),
@@ -186,10 +179,8 @@ impl Running {
                     spec.delivery.ordered,
                 ))
             }
-            Kind::Source => {
-                let Some(to) = spec.to.clone() else {
-                    bail!("connector {name}: a source needs `to`")
-                };
+            Role::Source { to, trigger } => {
+                let to = to.clone();
                 bus.ensure_stream(&to, true).await?;
                 bus.ensure_stream(&spec.delivery.dlq, false).await?;
                 let source = Arc::new(source::Source {
@@ -206,22 +197,18 @@ impl Running {
                     collisions: identity::Collisions::default(),
                     audit: shared.audit.clone(),
                 });
-                match (&spec.schedule, spec.listen.as_deref()) {
-                    (Some(schedule), _) => {
-                        let schedule = Schedule::parse(schedule)
-                            .map_err(|e| anyhow::anyhow!("connector {name}: schedule: {e}"))?;
-                        tokio::spawn(source.run_schedule(schedule, stopped))
+                match trigger {
+                    Trigger::Schedule(schedule) => {
+                        tokio::spawn(source.run_schedule(schedule.clone(), stopped))
                     }
-                    (None, Some("http")) => {
+                    Trigger::Http => {
                         shared.inbound.set(&name, Some(source.clone()));
                         inbound = Some((shared.inbound.clone(), source));
                         // Nothing to run: the admin endpoint calls in.
                         tokio::spawn(async {})
                     }
-                    (None, Some(listen)) => {
-                        let Some(settings) = spec.listener.clone() else {
-                            bail!("connector {name}: listen {listen:?} has no listener settings");
-                        };
+                    Trigger::Mllp(settings) => {
+                        let settings = settings.clone();
                         let tls = match &settings.tls {
                             Some(tls) => Some(
                                 crate::tls::acceptor(&tls.cert, &tls.key, tls.client_ca.as_deref())
@@ -234,19 +221,16 @@ impl Running {
                         let listener = tokio::net::TcpListener::bind(settings.addr)
                             .await
                             .with_context(|| {
-                                format!("connector {name}: cannot listen on {listen}")
+                                format!("connector {name}: cannot listen on {}", settings.addr)
                             })?;
                         tracing::info!(connector = %name, address = %listener.local_addr()?, tls = tls.is_some(), "MLLP listener up.");
                         let mllp = Arc::new(mllp::Mllp::new(source, settings, tls));
                         tokio::spawn(mllp.serve(listener, stopped))
                     }
-                    (None, None) => {
-                        bail!("connector {name}: a source needs `schedule` or `listen`")
-                    }
                 }
             }
         };
-        tracing::info!(connector = %name, kind = %spec.kind, plugin = %plugin.path.display(), version = plugin.version(), "Connector started.");
+        tracing::info!(connector = %name, kind = %spec.kind(), plugin = %plugin.path.display(), version = plugin.version(), "Connector started.");
         Ok(Running {
             spec,
             digest: plugin.digest,
@@ -260,7 +244,7 @@ impl Running {
     /// Whether the old version must stop before the new one starts: a
     /// listener's port can be bound by one of them at a time.
     pub fn binds_a_port(&self) -> bool {
-        self.spec.listener.is_some()
+        self.spec.listener().is_some()
     }
 
     /// Stop taking records, finish and acknowledge the ones already taken, then return.

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use super::identity::{self, Collisions};
 use super::publish::{Outgoing, PublishFailure, Publisher, subject, within_output_limits};
 use super::record::{Lineage, header_value};
-use super::schedule::Schedule;
+use crate::config::Schedule;
 use crate::bindings::{PluginError, PluginRecord};
 use crate::bus::{dead_letters, headers};
 use crate::capability::redact;

@@ -75,7 +75,7 @@ pub async fn apply(
         }
         let swapping = existing.is_some();
         // A listener's port is held by one version at a time: stop the old one first.
-        let needs_gap = existing.is_some_and(Running::binds_a_port) || spec.listener.is_some();
+        let needs_gap = existing.is_some_and(Running::binds_a_port) || spec.listener().is_some();
         let mut stopped = None;
         if needs_gap && let Some(old) = running.remove(&spec.name) {
             let (spec, plugin) = (old.spec.clone(), old.plugin.clone());

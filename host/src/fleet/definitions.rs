@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use super::registry::Registry;
 use crate::bus::Bus;
-use crate::config::{Config, ConnectorSpec, Definition, PluginSource};
+use crate::config::{Config, ConnectorSpec, Definition, Grants, PluginSource};
 
 /// The key holding the apply generation; no connector name has a dot.
 const GENERATION: &str = "apply.generation";
@@ -76,6 +76,11 @@ impl Plan {
         self.changes.iter().any(|c| !c.widened.is_empty())
     }
 
+    /// Whether any connector is removed (its records stop flowing).
+    pub fn removes(&self) -> bool {
+        self.changes.iter().any(|c| c.action == Action::Removed)
+    }
+
     /// Whether anything would be written.
     pub fn is_empty(&self) -> bool {
         self.changes.iter().all(|c| c.action == Action::Unchanged)
@@ -110,10 +115,13 @@ pub async fn read_all(store: &kv::Store) -> anyhow::Result<BTreeMap<String, (u64
         if key.contains('.') {
             continue;
         }
-        if let Some(entry) = store
+        // A key listed but not readable is a failed read, not an absent
+        // definition: hosts must not stop what they run on a partial view.
+        let entry = store
             .entry(&key)
             .await
-            .with_context(|| format!("cannot read {}/{key}", super::CONNECTORS))?
+            .with_context(|| format!("cannot read {}/{key}", super::CONNECTORS))?;
+        if let Some(entry) = entry
             && entry.operation == kv::Operation::Put
         {
             all.insert(
@@ -128,11 +136,13 @@ pub async fn read_all(store: &kv::Store) -> anyhow::Result<BTreeMap<String, (u64
     Ok(all)
 }
 
-/// Check `definitions` against the registry and plan them against the bus.
+/// Check `definitions` against the registry, pin each plugin's digest, and
+/// plan them against the bus.
 pub async fn plan(bus: &Bus, definitions: &[Definition]) -> Result<Plan, ApplyError> {
     let registry = Registry::open(bus).await?;
     let mut checked = BTreeMap::new();
-    for definition in definitions {
+    let mut definitions = definitions.to_vec();
+    for definition in &mut definitions {
         let spec = &definition.spec;
         let PluginSource::Registry(reference) = &spec.plugin else {
             return Err(ApplyError::Refused(format!(
@@ -146,32 +156,61 @@ pub async fn plan(bus: &Bus, definitions: &[Definition]) -> Result<Plan, ApplyEr
                 spec.name, reference.name, reference.version
             )));
         };
-        if !entry.fits(spec.kind) {
+        entry
+            .check()
+            .map_err(|e| ApplyError::Refused(format!("connector \"{}\": {e}", spec.name)))?;
+        if !entry.fits(spec.kind()) {
             return Err(ApplyError::Refused(format!(
                 "connector \"{}\": plugin {reference} is a {} plugin, not a {}",
-                spec.name, entry.world, spec.kind
+                spec.name,
+                entry.world,
+                spec.kind()
+            )));
+        }
+        if entry.world == "webhook" && spec.trigger() != Some(&crate::config::Trigger::Http) {
+            return Err(ApplyError::Refused(format!(
+                "connector \"{}\": plugin {reference} is a webhook source; it needs `listen = \"http\"`",
+                spec.name
+            )));
+        }
+        if let Some(pinned) = &spec.plugin_digest
+            && *pinned != entry.digest
+        {
+            return Err(ApplyError::Refused(format!(
+                "connector \"{}\": plugin_digest {pinned} is not the digest of {reference} in the registry ({})",
+                spec.name, entry.digest
             )));
         }
         // Read each component once: bytes altered in the store are caught
         // here, before any host is told to run them.
         if !checked.contains_key(&entry.digest) {
-            registry
-                .read(&entry)
-                .await
-                .map_err(|e| ApplyError::Refused(format!("connector \"{}\": {e:#}", spec.name)))?;
+            let bytes = registry.read(&entry).await;
+            match bytes {
+                Ok(_) => {}
+                Err(e) if format!("{e:#}").contains("it was altered") => {
+                    return Err(ApplyError::Refused(format!(
+                        "connector \"{}\": {e:#}",
+                        spec.name
+                    )));
+                }
+                Err(e) => return Err(ApplyError::Bus(e)),
+            }
             checked.insert(entry.digest.clone(), ());
         }
+        definition.pin(&entry.digest);
     }
 
     let store = bucket(bus).await?;
-    let current = read_all(&store).await?;
+    // The generation first: a commit that lands after this read makes this
+    // plan's claim fail, so nothing read below can be stale unnoticed.
     let (generation, generation_revision) = generation(&store).await?;
+    let current = read_all(&store).await?;
     let parse_old = |name: &str, text: &str| -> Option<ConnectorSpec> {
         let file = std::path::PathBuf::from(format!("kv {}/{name}", super::CONNECTORS));
         Config::parse_definition_text(&file, text).ok()
     };
     let mut changes = Vec::new();
-    for definition in definitions {
+    for definition in &definitions {
         let name = &definition.spec.name;
         let (action, widened, narrowed, revision) = match current.get(name) {
             None => (
@@ -188,18 +227,26 @@ pub async fn plan(bus: &Bus, definitions: &[Definition]) -> Result<Plan, ApplyEr
                     let widened = widening(old.as_ref(), &definition.spec);
                     let narrowed = old
                         .as_ref()
-                        .map(|old| widening(Some(&definition.spec), old))
+                        .map(|old| {
+                            widening(Some(&definition.spec), old)
+                                .into_iter()
+                                .map(|w| w.replace(" + ", " - "))
+                                .collect()
+                        })
                         .unwrap_or_default();
                     (Action::Changed, widened, narrowed, *revision)
                 }
             }
         };
+        let text = definition
+            .text()
+            .map_err(|e| ApplyError::Refused(format!("connector \"{name}\": {e}")))?;
         changes.push(Change {
             name: name.clone(),
             action,
             widened,
             narrowed,
-            text: Some(definition.text.clone()),
+            text: Some(text),
             revision,
         });
     }
@@ -281,7 +328,9 @@ pub async fn commit(bus: &Bus, plan: &Plan) -> Result<(), ApplyError> {
 
 /// Delete one definition. `Ok(false)` if there was none.
 pub async fn remove(bus: &Bus, name: &str) -> Result<bool, ApplyError> {
-    let store = bucket(bus).await?;
+    let Some(store) = super::existing(bus, super::CONNECTORS).await? else {
+        return Ok(false);
+    };
     let current = read_all(&store).await?;
     let Some((revision, _)) = current.get(name) else {
         return Ok(false);
@@ -325,10 +374,11 @@ async fn claim(store: &kv::Store, generation: u64, revision: u64) -> Result<(), 
 }
 
 /// What `new` may do that `old` (absent: nothing) may not: grants added or
-/// made writable, limits raised, a listener opened or moved.
+/// made writable, limits raised, a listener opened, moved or opened wider,
+/// other subjects read or written, more hosts placed on.
 pub fn widening(old: Option<&ConnectorSpec>, new: &ConnectorSpec) -> Vec<String> {
     let mut widened = Vec::new();
-    let empty = Default::default();
+    let empty = Grants::default();
     let old_grants = old.map_or(&empty, |o| &o.grants);
     for origin in &new.grants.http {
         if !old_grants.http.contains(origin) {
@@ -345,38 +395,56 @@ pub fn widening(old: Option<&ConnectorSpec>, new: &ConnectorSpec) -> Vec<String>
             widened.push(format!("grants.secrets + {secret}"));
         }
     }
-    if new.listen.is_some() && old.is_none_or(|o| o.listen != new.listen) {
-        widened.push(format!(
-            "listen {}",
-            new.listen.as_deref().unwrap_or_default()
-        ));
+    let Some(old) = old else {
+        if let Some(listener) = new.listener() {
+            widened.push(format!("listens on {}", listener.addr));
+        }
+        return widened;
+    };
+    let (a, b) = (&old.limits, &new.limits);
+    let raised = [
+        ("limits.memory", a.memory as u128, b.memory as u128),
+        ("limits.timeout", a.timeout.as_millis(), b.timeout.as_millis()),
+        ("limits.concurrency", a.concurrency as u128, b.concurrency as u128),
+        ("limits.outputs", a.outputs as u128, b.outputs as u128),
+        ("limits.output_bytes", a.output_bytes as u128, b.output_bytes as u128),
+    ];
+    for (what, before, after) in raised {
+        if after > before {
+            widened.push(format!("{what} raised"));
+        }
     }
-    if let Some(old) = old {
-        let (a, b) = (&old.limits, &new.limits);
-        let raised = [
-            ("limits.memory", a.memory as u128, b.memory as u128),
-            (
-                "limits.timeout",
-                a.timeout.as_millis(),
-                b.timeout.as_millis(),
-            ),
-            (
-                "limits.concurrency",
-                a.concurrency as u128,
-                b.concurrency as u128,
-            ),
-            ("limits.outputs", a.outputs as u128, b.outputs as u128),
-            (
-                "limits.output_bytes",
-                a.output_bytes as u128,
-                b.output_bytes as u128,
-            ),
-        ];
-        for (what, before, after) in raised {
-            if after > before {
-                widened.push(format!("{what} raised"));
+    if new.from() != old.from() {
+        widened.push(format!("reads {}", new.from().unwrap_or("-")));
+    }
+    if new.to() != old.to() {
+        widened.push(format!("writes {}", new.to().unwrap_or("-")));
+    }
+    match (old.listener(), new.listener()) {
+        (_, None) => {}
+        (None, Some(listener)) => widened.push(format!("listens on {}", listener.addr)),
+        (Some(before), Some(after)) => {
+            if before.addr != after.addr {
+                widened.push(format!("listens on {}", after.addr));
+            }
+            let opened = (after.allow.is_empty() && !before.allow.is_empty())
+                || after.allow.iter().any(|net| !before.allow.contains(net));
+            if opened {
+                widened.push("listener.allow opened".into());
+            }
+            let verified = |l: &crate::config::Listener| l.tls.as_ref().and_then(|t| t.client_ca.clone());
+            if before.tls.is_some() && after.tls.is_none() {
+                widened.push("TLS dropped".into());
+            } else if verified(before).is_some() && verified(after) != verified(before) {
+                widened.push("client certificate check changed".into());
+            }
+            if after.max_connections > before.max_connections {
+                widened.push("listener.max_connections raised".into());
             }
         }
+    }
+    if old.placement.iter().any(|(k, v)| new.placement.get(k) != Some(v)) {
+        widened.push("placement widened".into());
     }
     widened
 }

@@ -4,8 +4,10 @@
 //! A lease is a key named after the connector holding the holder's id. It
 //! is taken with `create` (only if absent, or expired) and renewed with
 //! `update` against the revision last written, a third of the TTL apart.
-//! A holder that cannot renew for two thirds of the TTL lets go on its own,
-//! before anyone else can take it, so two hosts never run it at once.
+//! A task of its own renews every quarter of the TTL, whatever the host is
+//! doing. A holder that cannot renew for half the TTL lets go on its own
+//! and its connector is stopped in the other half, before anyone else can
+//! take the lease; a lease is given up only once its connector has stopped.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -89,7 +91,9 @@ pub async fn hosts_bucket(bus: &Bus) -> anyhow::Result<kv::Store> {
 
 /// Every live host's last heartbeat, by id.
 pub async fn heartbeats(bus: &Bus) -> anyhow::Result<Vec<Heartbeat>> {
-    let store = hosts_bucket(bus).await?;
+    let Some(store) = super::existing(bus, super::HOSTS).await? else {
+        return Ok(Vec::new());
+    };
     let mut beats = Vec::new();
     for key in super::keys(&store).await? {
         if let Some(value) = store.get(&key).await.context("cannot read a heartbeat")?
@@ -102,65 +106,28 @@ pub async fn heartbeats(bus: &Bus) -> anyhow::Result<Vec<Heartbeat>> {
     Ok(beats)
 }
 
-/// The holder of each lease.
-pub async fn lease_holders(bus: &Bus, ttl: Duration) -> anyhow::Result<BTreeMap<String, String>> {
-    let store = leases_bucket(bus, ttl).await?;
-    let mut holders = BTreeMap::new();
-    for key in super::keys(&store).await? {
-        if let Some(value) = store.get(&key).await.context("cannot read a lease")? {
-            holders.insert(key, String::from_utf8_lossy(&value).into_owned());
-        }
-    }
-    Ok(holders)
-}
-
 async fn leases_bucket(bus: &Bus, ttl: Duration) -> anyhow::Result<kv::Store> {
     super::bucket(bus, super::LEASES, 1, Some(ttl)).await
 }
 
-/// This host's heartbeat and leases.
+/// This host's heartbeat.
 pub struct Membership {
     id: String,
     hosts: kv::Store,
-    leases: kv::Store,
-    ttl: Duration,
-    /// Held leases: revision last written and when.
-    held: BTreeMap<String, (u64, Instant)>,
 }
 
 impl Membership {
-    /// Join the fleet as `id`, with leases that expire `ttl` after renewal
-    /// (the bucket's own TTL wins if it was made shorter by another host).
-    pub async fn join(bus: &Bus, id: &str, ttl: Duration) -> anyhow::Result<Membership> {
-        let hosts = hosts_bucket(bus).await?;
-        let leases = leases_bucket(bus, ttl).await?;
-        let bucket_ttl = leases
-            .status()
-            .await
-            .context("cannot read the lease bucket")?
-            .max_age();
-        let ttl = if bucket_ttl.is_zero() {
-            ttl
-        } else {
-            ttl.min(bucket_ttl)
-        };
+    /// Join the fleet as `id`.
+    pub async fn join(bus: &Bus, id: &str) -> anyhow::Result<Membership> {
         Ok(Membership {
             id: id.to_owned(),
-            hosts,
-            leases,
-            ttl,
-            held: BTreeMap::new(),
+            hosts: hosts_bucket(bus).await?,
         })
     }
 
     /// This host's id.
     pub fn id(&self) -> &str {
         &self.id
-    }
-
-    /// How often leases are renewed.
-    pub fn renew_every(&self) -> Duration {
-        self.ttl / 3
     }
 
     /// Write the heartbeat.
@@ -173,61 +140,194 @@ impl Membership {
         Ok(())
     }
 
-    /// Hold exactly the leases in `wanted` that can be had: renew those
-    /// held, try to take the others, let go of the rest. Returns what is held.
-    pub async fn hold(&mut self, wanted: &BTreeSet<String>) -> BTreeSet<String> {
-        let now = Instant::now();
-        let unwanted: Vec<String> = self
-            .held
-            .keys()
-            .filter(|k| !wanted.contains(*k))
-            .cloned()
-            .collect();
-        for name in unwanted {
-            if let Some((revision, _)) = self.held.remove(&name) {
-                let _ = self
-                    .leases
-                    .delete_expect_revision(&name, Some(revision))
-                    .await;
-            }
+    /// Take the heartbeat down: the host is gone now, not after the TTL.
+    pub async fn leave(&self) {
+        let _ = self.hosts.delete(&self.id).await;
+    }
+}
+
+/// What the reconciler asks of the lease keeper: the leases it wants (to
+/// start those connectors) and those whose connectors still run here (kept
+/// until they have stopped, then let go).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseAsk {
+    /// Connectors placed here that need a lease.
+    pub want: BTreeSet<String>,
+    /// Leased connectors running here now.
+    pub running: BTreeSet<String>,
+}
+
+/// The leases of one host, kept by a task of their own so that renewals
+/// never wait behind a reconcile (a plugin compiling, a connector draining).
+pub struct Leases {
+    ask: tokio::sync::watch::Sender<LeaseAsk>,
+    held: tokio::sync::watch::Receiver<BTreeSet<String>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Leases {
+    /// Start keeping leases as `id`, expiring `ttl` after renewal (the
+    /// bucket's own TTL wins if another host made it shorter).
+    pub async fn start(bus: &Bus, id: &str, ttl: Duration) -> anyhow::Result<Leases> {
+        let store = leases_bucket(bus, ttl).await?;
+        let bucket_ttl = store
+            .status()
+            .await
+            .context("cannot read the lease bucket")?
+            .max_age();
+        if bucket_ttl.is_zero() {
+            anyhow::bail!(
+                "the kv bucket {} has no max age, so a lease of a host that died would never expire; delete the bucket and let a host make it again",
+                super::LEASES
+            );
         }
-        let value = Bytes::from(self.id.clone());
-        for name in wanted {
-            match self.held.get(name).copied() {
-                Some((revision, renewed)) => {
-                    match self.leases.update(name, value.clone(), revision).await {
-                        Ok(revision) => {
-                            self.held.insert(name.clone(), (revision, now));
-                        }
-                        Err(error) => {
-                            let lost = error.kind() == kv::UpdateErrorKind::WrongLastRevision;
-                            if lost || now.duration_since(renewed) > self.ttl * 2 / 3 {
-                                tracing::warn!(connector = %name, %error, "Lease lost; stopping the connector here.");
-                                self.held.remove(name);
-                            }
-                        }
-                    }
-                }
-                None => {
-                    if let Ok(revision) = self.leases.create(name, value.clone()).await {
-                        tracing::info!(connector = %name, "Lease taken.");
-                        self.held.insert(name.clone(), (revision, now));
-                    }
-                }
-            }
-        }
-        self.held.keys().cloned().collect()
+        let ttl = ttl.min(bucket_ttl);
+        let (ask, asked) = tokio::sync::watch::channel(LeaseAsk::default());
+        let (held_tx, held) = tokio::sync::watch::channel(BTreeSet::new());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let keeper = Keeper {
+            store,
+            id: Bytes::from(id.to_owned()),
+            ttl,
+            held: BTreeMap::new(),
+        };
+        let task = tokio::spawn(keeper.run(asked, held_tx, stopped));
+        Ok(Leases {
+            ask,
+            held,
+            stop,
+            task,
+        })
     }
 
-    /// Give up every lease and the heartbeat: another host takes over now
-    /// rather than after the TTL.
-    pub async fn leave(&mut self) {
+    /// Tell the keeper what to hold.
+    pub fn ask(&self, ask: LeaseAsk) {
+        self.ask.send_if_modified(|current| {
+            let changed = *current != ask;
+            *current = ask;
+            changed
+        });
+    }
+
+    /// The leases held now.
+    pub fn held(&self) -> BTreeSet<String> {
+        self.held.borrow().clone()
+    }
+
+    /// A receiver that wakes when the held set changes.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<BTreeSet<String>> {
+        self.held.clone()
+    }
+
+    /// Let every lease go (call once the connectors have stopped).
+    pub async fn release_all(self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("Could not give up the leases in time; they expire after their TTL.");
+        }
+    }
+}
+
+/// The lease task's state: each held lease's revision and last renewal.
+struct Keeper {
+    store: kv::Store,
+    id: Bytes,
+    ttl: Duration,
+    held: BTreeMap<String, (u64, Instant)>,
+}
+
+impl Keeper {
+    async fn run(
+        mut self,
+        mut asked: tokio::sync::watch::Receiver<LeaseAsk>,
+        held: tokio::sync::watch::Sender<BTreeSet<String>>,
+        mut stopped: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(self.ttl / 4);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stopped.changed() => break,
+                _ = tick.tick() => {}
+                changed = asked.changed() => if changed.is_err() { break },
+            }
+            let ask = asked.borrow_and_update().clone();
+            self.pass(&ask).await;
+            let now: BTreeSet<String> = self.held.keys().cloned().collect();
+            held.send_if_modified(|current| {
+                let changed = *current != now;
+                *current = now;
+                changed
+            });
+        }
         for (name, (revision, _)) in std::mem::take(&mut self.held) {
             let _ = self
-                .leases
-                .delete_expect_revision(&name, Some(revision))
+                .bounded(self.store.delete_expect_revision(&name, Some(revision)))
                 .await;
         }
-        let _ = self.hosts.delete(&self.id).await;
+    }
+
+    /// One round: let go of what is no longer needed, renew the rest, take
+    /// what is wanted and free.
+    async fn pass(&mut self, ask: &LeaseAsk) {
+        let unneeded: Vec<String> = self
+            .held
+            .keys()
+            .filter(|k| !ask.want.contains(*k) && !ask.running.contains(*k))
+            .cloned()
+            .collect();
+        for name in unneeded {
+            if let Some((revision, _)) = self.held.remove(&name) {
+                let _ = self
+                    .bounded(self.store.delete_expect_revision(&name, Some(revision)))
+                    .await;
+                tracing::info!(connector = %name, "Lease given up.");
+            }
+        }
+        let now = Instant::now();
+        let names: Vec<String> = self.held.keys().cloned().collect();
+        for name in names {
+            let Some((revision, renewed)) = self.held.get(&name).copied() else {
+                continue;
+            };
+            match self
+                .bounded(self.store.update(&name, self.id.clone(), revision))
+                .await
+            {
+                Some(Ok(revision)) => {
+                    self.held.insert(name, (revision, now));
+                }
+                Some(Err(error)) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    tracing::warn!(connector = %name, "Lease taken by another host; stopping the connector here.");
+                    self.held.remove(&name);
+                }
+                // Not renewed: let go at half the TTL, so the connector has
+                // the other half to stop before anyone else may take it.
+                _ if now.duration_since(renewed) >= self.ttl / 2 => {
+                    tracing::warn!(connector = %name, "Lease not renewed for half its TTL; stopping the connector here.");
+                    self.held.remove(&name);
+                }
+                _ => {}
+            }
+        }
+        for name in &ask.want {
+            if self.held.contains_key(name) {
+                continue;
+            }
+            if let Some(Ok(revision)) = self.bounded(self.store.create(name, self.id.clone())).await
+            {
+                tracing::info!(connector = %name, "Lease taken.");
+                self.held.insert(name.clone(), (revision, Instant::now()));
+            }
+        }
+    }
+
+    /// A bus call that may take at most a quarter of the TTL.
+    async fn bounded<T>(&self, call: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::time::timeout(self.ttl / 4, call).await.ok()
     }
 }

@@ -33,7 +33,8 @@ pub const HOSTS: &str = "plexus-hosts";
 /// Leases on connectors one host at a time may run.
 pub const LEASES: &str = "plexus-leases";
 
-/// A control-plane bucket, created with the bus's limits on first use.
+/// A control-plane bucket, created with the bus's limits if it does not
+/// exist (and only then: a lookup that fails otherwise is an error).
 /// `history` keeps earlier revisions (definitions: for `plexus apply`'s
 /// revision check and for looking back); `ttl` expires keys not rewritten.
 pub(crate) async fn bucket(
@@ -42,7 +43,7 @@ pub(crate) async fn bucket(
     history: i64,
     ttl: Option<std::time::Duration>,
 ) -> anyhow::Result<kv::Store> {
-    if let Ok(store) = bus.js.get_key_value(name).await {
+    if let Some(store) = existing(bus, name).await? {
         return Ok(store);
     }
     bus.js
@@ -56,6 +57,25 @@ pub(crate) async fn bucket(
         })
         .await
         .with_context(|| format!("cannot create kv bucket {name}"))
+}
+
+/// The bucket `name` if it exists; `None` if it does not (yet).
+pub(crate) async fn existing(bus: &Bus, name: &str) -> anyhow::Result<Option<kv::Store>> {
+    use async_nats::jetstream::context::GetStreamErrorKind;
+    use async_nats::jetstream::errors::ErrorCode;
+    match bus.js.get_stream(format!("KV_{name}")).await {
+        Ok(_) => {}
+        Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(anyhow::anyhow!("cannot look up kv bucket {name}: {e}")),
+    }
+    let store = bus
+        .js
+        .get_key_value(name)
+        .await
+        .with_context(|| format!("cannot open kv bucket {name}"))?;
+    Ok(Some(store))
 }
 
 /// The keys of `store`, read to the end.

@@ -17,7 +17,7 @@ use futures::StreamExt as _;
 use tokio::sync::watch;
 
 use super::definitions;
-use super::membership::{HEARTBEAT_EVERY, Heartbeat, Membership};
+use super::membership::{HEARTBEAT_EVERY, Heartbeat, LeaseAsk, Leases, Membership};
 use super::registry::Registry;
 use crate::config::{ConnectorSpec, PluginSource};
 use crate::host::Host;
@@ -34,12 +34,12 @@ pub struct Reconciler {
     registry: Registry,
     definitions: async_nats::jetstream::kv::Store,
     membership: Membership,
+    leases: Leases,
     labels: BTreeMap<String, String>,
     started_at: String,
-    /// Placed connectors that need a lease.
-    lease_wanted: BTreeSet<String>,
-    /// Leases held after the last pass.
-    held: BTreeSet<String>,
+    /// Leased connectors that could not start here, and until when this
+    /// host leaves their lease to others.
+    stood_down: BTreeMap<String, tokio::time::Instant>,
     /// Placed connectors that cannot run here, and why.
     failed: BTreeMap<String, String>,
     /// Whether the last pass could not start a connector.
@@ -54,10 +54,11 @@ impl Reconciler {
         let labels = config.fleet.labels.clone();
         let ttl = config.fleet.lease_ttl;
         let patience = Duration::from_secs(60);
-        let membership = crate::bus::patiently("join the fleet", patience, || {
-            Membership::join(&bus, id, ttl)
-        })
-        .await?;
+        let membership =
+            crate::bus::patiently("join the fleet", patience, || Membership::join(&bus, id))
+                .await?;
+        let leases =
+            crate::bus::patiently("keep leases", patience, || Leases::start(&bus, id, ttl)).await?;
         let registry =
             crate::bus::patiently("open the registry", patience, || Registry::open(&bus)).await?;
         let definitions = crate::bus::patiently("open the definitions", patience, || {
@@ -68,10 +69,10 @@ impl Reconciler {
             registry,
             definitions,
             membership,
+            leases,
             labels,
             started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            lease_wanted: BTreeSet::new(),
-            held: BTreeSet::new(),
+            stood_down: BTreeMap::new(),
             failed: BTreeMap::new(),
             start_failed: false,
             host,
@@ -87,7 +88,7 @@ impl Reconciler {
     /// leave the fleet.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut events = self.definitions.watch_all().await.ok();
-        let mut renew = tokio::time::interval(self.membership.renew_every());
+        let mut held = self.leases.watch();
         let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
         let mut resync = tokio::time::interval(RESYNC_EVERY);
         // After a connector failed to start (often a bus hiccup), try again
@@ -96,7 +97,7 @@ impl Reconciler {
         let mut armed = false;
         let retry = tokio::time::sleep(RESYNC_EVERY);
         tokio::pin!(retry);
-        for timer in [&mut renew, &mut beat, &mut resync] {
+        for timer in [&mut beat, &mut resync] {
             timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         self.sync().await;
@@ -121,9 +122,8 @@ impl Reconciler {
                         events = None;
                     }
                 },
-                _ = renew.tick() => {
-                    let held = self.membership.hold(&self.lease_wanted).await;
-                    if held != self.held {
+                changed = held.changed() => {
+                    if changed.is_ok() {
                         self.sync().await;
                     }
                 }
@@ -142,17 +142,15 @@ impl Reconciler {
         }
         let Reconciler {
             host,
-            mut membership,
+            membership,
+            leases,
             ..
         } = self;
+        // Connectors first: a lease is given up only once its connector has stopped.
         host.shutdown().await;
-        // Bounded: with the bus down, the leases and heartbeat expire anyway.
-        if tokio::time::timeout(Duration::from_secs(5), membership.leave())
-            .await
-            .is_err()
-        {
-            tracing::warn!("Could not give up the leases; they expire after their TTL.");
-        }
+        leases.release_all().await;
+        // Bounded: with the bus down, the heartbeat expires anyway.
+        let _ = tokio::time::timeout(Duration::from_secs(5), membership.leave()).await;
     }
 
     /// One pass: read, place, lease, load, run.
@@ -160,35 +158,56 @@ impl Reconciler {
         let all = match definitions::read_all(&self.definitions).await {
             Ok(all) => all,
             Err(error) => {
-                tracing::warn!(
-                    error = format!("{error:#}"),
-                    "Cannot read the connector definitions; keeping what runs."
-                );
+                tracing::warn!(error = format!("{error:#}"), "Cannot read the connector definitions; keeping what runs.");
                 return;
             }
         };
         let mut failed = BTreeMap::new();
         let mut placed: Vec<ConnectorSpec> = Vec::new();
+        // Connectors whose new definition this host cannot take keep running as they are.
+        let mut kept: Vec<String> = Vec::new();
         for (name, (_, text)) in &all {
             let source = PathBuf::from(format!("kv {}/{name}", super::CONNECTORS));
             match self.host.config().definition(&source, text) {
+                Ok(spec) if spec.name != *name => {
+                    failed.insert(
+                        name.clone(),
+                        format!(
+                            "{}: defines connector \"{}\", not \"{name}\"",
+                            source.display(),
+                            spec.name
+                        ),
+                    );
+                }
                 Ok(spec) if spec.placed_on(&self.labels) => placed.push(spec),
                 Ok(_) => {}
                 Err(error) => {
                     failed.insert(name.clone(), error.to_string());
+                    kept.push(name.clone());
                 }
             }
         }
-        self.lease_wanted = placed
+        let now = tokio::time::Instant::now();
+        self.stood_down.retain(|_, until| *until > now);
+        let want: BTreeSet<String> = placed
             .iter()
-            .filter(|s| s.needs_lease())
+            .filter(|s| s.needs_lease() && !self.stood_down.contains_key(&s.name))
             .map(|s| s.name.clone())
             .collect();
-        self.held = self.membership.hold(&self.lease_wanted).await;
+        self.leases.ask(LeaseAsk {
+            want: want.clone(),
+            running: self.running_leased(),
+        });
+        let held = self.leases.held();
 
         let mut wanted = Vec::new();
+        for name in &kept {
+            if let Some((spec, plugin)) = self.host.running(name) {
+                wanted.push((spec.clone(), plugin.clone()));
+            }
+        }
         for spec in placed {
-            if spec.needs_lease() && !self.held.contains(&spec.name) {
+            if spec.needs_lease() && !held.contains(&spec.name) {
                 continue;
             }
             match self.plugin(&spec).await {
@@ -199,6 +218,9 @@ impl Reconciler {
                     // replace it arrives.
                     if let Some((spec, plugin)) = self.host.running(&spec.name) {
                         wanted.push((spec.clone(), plugin.clone()));
+                    } else if spec.needs_lease() {
+                        // Another host may be able to: leave it the lease.
+                        self.stood_down.insert(spec.name.clone(), now + RESYNC_EVERY);
                     }
                     failed.insert(spec.name.clone(), reason);
                 }
@@ -207,8 +229,20 @@ impl Reconciler {
         let changes = self.host.run_connectors(wanted).await;
         self.start_failed = !changes.failed.is_empty();
         for (name, reason) in &changes.failed {
+            if held.contains(name) && self.host.running(name).is_none() {
+                self.stood_down.insert(name.clone(), now + RESYNC_EVERY);
+            }
             failed.insert(name.clone(), reason.clone());
         }
+        // Leases of connectors this pass stopped, or could not start, go now.
+        let want = want
+            .into_iter()
+            .filter(|n| !self.stood_down.contains_key(n))
+            .collect();
+        self.leases.ask(LeaseAsk {
+            want,
+            running: self.running_leased(),
+        });
         let failures_changed = failed != self.failed;
         if failures_changed {
             for (name, reason) in &failed {
@@ -234,6 +268,19 @@ impl Reconciler {
         }
     }
 
+    /// Running connectors that hold a lease.
+    fn running_leased(&self) -> BTreeSet<String> {
+        self.host
+            .connectors()
+            .filter(|name| {
+                self.host
+                    .running(name)
+                    .is_some_and(|(spec, _)| spec.needs_lease())
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// The plugin for `spec`: the running one if the digest is the same,
     /// else fetched from the registry, checked and compiled.
     async fn plugin(&self, spec: &ConnectorSpec) -> Result<Plugin, String> {
@@ -249,17 +296,32 @@ impl Reconciler {
             .await
             .map_err(|e| format!("{e:#}"))?
             .ok_or_else(|| format!("plugin {reference} is not in the registry"))?;
-        if !entry.fits(spec.kind) {
+        if !entry.fits(spec.kind()) {
             return Err(format!(
                 "plugin {reference} is a {} plugin, not a {}",
-                entry.world, spec.kind
+                entry.world,
+                spec.kind()
+            ));
+        }
+        entry.check()?;
+        if let Some(pinned) = &spec.plugin_digest
+            && *pinned != entry.digest
+        {
+            return Err(format!(
+                "plugin {reference} now names digest {} in the registry, not {pinned} as applied; its index entry was rewritten, so nothing runs until it is applied again",
+                entry.digest
+            ));
+        }
+        if entry.world == "webhook" && spec.trigger() != Some(&crate::config::Trigger::Http) {
+            return Err(format!(
+                "plugin {reference} is a webhook source; it needs `listen = \"http\"`"
             ));
         }
         let fleet = &self.host.config().fleet;
         entry.check_signature(&fleet.trusted_keys, fleet.require_signed)?;
         if let Some((running, plugin)) = self.host.running(&spec.name)
             && plugin.digest == entry.digest
-            && running.kind == spec.kind
+            && running.kind() == spec.kind()
         {
             return Ok(plugin.clone());
         }
@@ -271,7 +333,7 @@ impl Reconciler {
             .map_err(|e| format!("{e:#}"))?;
         let runtime = self.host.runtime().clone();
         let cache = data_dir.join("cache");
-        let kind = spec.kind;
+        let kind = spec.kind();
         tokio::task::spawn_blocking(move || Plugin::load(&runtime, &file, kind, Some(&cache)))
             .await
             .map_err(|e| e.to_string())?
@@ -288,7 +350,7 @@ impl Reconciler {
             at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             connectors: self.host.report().await,
             failed: self.failed.clone(),
-            leases: self.held.iter().cloned().collect(),
+            leases: self.leases.held().into_iter().collect(),
         };
         if let Err(error) = self.membership.beat(&beat).await {
             tracing::warn!(error = format!("{error:#}"), "Cannot write the heartbeat.");

@@ -13,7 +13,7 @@ use async_nats::jetstream::{kv, object_store};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt as _;
 
-use super::signing::{PrivateKey, PublicKey};
+use super::signing::{PrivateKey, PublicKey, Release};
 use crate::bus::Bus;
 use crate::config::{Kind, PluginRef};
 
@@ -60,28 +60,64 @@ impl Entry {
         }
     }
 
-    /// Check the signature against `trusted` keys. A signature that does not
-    /// verify is refused whether or not signatures are required.
+    /// What its signature covers.
+    pub fn release(&self) -> Release<'_> {
+        Release {
+            name: &self.name,
+            version: &self.version,
+            world: &self.world,
+            digest: &self.digest,
+        }
+    }
+
+    /// Whether the entry is well-formed: its digest 64 hex digits (it names
+    /// files), its world one of the four.
+    pub fn check(&self) -> Result<(), String> {
+        let hex = self.digest.len() == 64
+            && self
+                .digest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !hex {
+            return Err(format!(
+                "plugin {}: its index entry's digest {:?} is not a SHA-256",
+                self.reference(),
+                self.digest
+            ));
+        }
+        if !["transform", "source", "webhook", "sink"].contains(&self.world.as_str()) {
+            return Err(format!(
+                "plugin {}: its index entry names no known world ({:?})",
+                self.reference(),
+                self.world
+            ));
+        }
+        Ok(())
+    }
+
+    /// Check the signature against `trusted` keys. Required when `required`
+    /// or when any key is trusted (a host that trusts keys means them); a
+    /// signature that does not verify is refused either way.
     pub fn check_signature(&self, trusted: &[String], required: bool) -> Result<(), String> {
+        if !required && trusted.is_empty() {
+            // A host that trusts no key checks no signature.
+            return Ok(());
+        }
         let Some(signature) = &self.signature else {
-            return if required {
-                Err(format!(
-                    "plugin {} is not signed, and this host requires signed plugins ([host].require_signed); deploy it with `plexus deploy --sign KEY`",
-                    self.reference()
-                ))
-            } else {
-                Ok(())
-            };
+            return Err(format!(
+                "plugin {} is not signed, and this host accepts only plugins signed by its [host].trusted_keys; deploy it with `plexus deploy --sign KEY`",
+                self.reference()
+            ));
         };
         let verified = trusted
             .iter()
             .filter_map(|k| PublicKey::parse(k).ok())
-            .any(|k| k.verifies(&self.digest, signature));
+            .any(|k| k.verifies(&self.release(), signature));
         if verified {
             Ok(())
         } else {
             Err(format!(
-                "plugin {} is signed by {}, which is not a key this host trusts ([host].trusted_keys), or the signature does not match its digest {}",
+                "plugin {} is signed by {}, which is not a key this host trusts ([host].trusted_keys), or the signature does not cover this name, version, world and digest {}",
                 self.reference(),
                 self.signer.as_deref().unwrap_or("an unnamed key"),
                 self.digest
@@ -173,18 +209,24 @@ impl Registry {
                 })
             };
         }
-        let entry = Entry {
+        let mut entry = Entry {
             name: reference.name.clone(),
             version: reference.version.clone(),
             digest: digest.clone(),
             world: world.to_owned(),
             size: wasm.len() as u64,
-            signature: signing_key.map(|k| k.sign(&digest)),
-            signer: signing_key.map(|k| k.public().to_string()),
+            signature: None,
+            signer: None,
             uploaded_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             uploader: uploader.to_owned(),
         };
-        if self.objects.info(&digest).await.is_err() {
+        if let Some(key) = signing_key {
+            entry.signature = Some(key.sign(&entry.release()));
+            entry.signer = Some(key.public().to_string());
+        }
+        // Store the bytes unless the right ones are there already: an object
+        // someone put under this digest with other bytes is replaced.
+        if self.read(&entry).await.is_err() {
             let mut bytes = wasm;
             self.objects
                 .put(digest.as_str(), &mut bytes)
@@ -257,6 +299,7 @@ impl Registry {
 
     /// The component's bytes, checked against the entry's digest.
     pub async fn read(&self, entry: &Entry) -> anyhow::Result<Vec<u8>> {
+        entry.check().map_err(anyhow::Error::msg)?;
         let mut object = self.objects.get(&entry.digest).await.with_context(|| {
             format!(
                 "plugin {}: its component {} is missing from {}",

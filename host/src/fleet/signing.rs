@@ -3,8 +3,9 @@
 //! A key pair is made by `plexus keygen`: the private key goes to a file
 //! (mode 0600) that `plexus deploy --sign` reads, the public key
 //! (`ed25519:<hex>`) to the hosts' `[host].trusted_keys`. What is signed is
-//! `plexus-plugin:sha256:<hex digest>`, so a signature made for a plugin
-//! can mean nothing else.
+//! `plexus-plugin:v1:<name>@<version>:<world>:sha256:<hex digest>`: a
+//! signature vouches for those bytes as that release of that plugin, and
+//! cannot be moved to another name, version or world.
 
 use std::path::Path;
 
@@ -13,9 +14,26 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, Verifying
 
 const PREFIX: &str = "ed25519:";
 
-/// What is signed for a component with this digest.
-fn message(digest: &str) -> String {
-    format!("plexus-plugin:sha256:{digest}")
+/// What a signature covers: one release of one plugin.
+#[derive(Debug, Clone, Copy)]
+pub struct Release<'a> {
+    /// The plugin's name.
+    pub name: &'a str,
+    /// Its version.
+    pub version: &'a str,
+    /// The world it exports.
+    pub world: &'a str,
+    /// Hex SHA-256 of its component.
+    pub digest: &'a str,
+}
+
+impl Release<'_> {
+    fn message(&self) -> String {
+        format!(
+            "plexus-plugin:v1:{}@{}:{}:sha256:{}",
+            self.name, self.version, self.world, self.digest
+        )
+    }
 }
 
 /// A trusted public key.
@@ -36,13 +54,13 @@ impl PublicKey {
             .map_err(|_| "not a valid ed25519 public key".into())
     }
 
-    /// Whether `signature` (hex) signs the component with `digest`.
-    pub fn verifies(&self, digest: &str, signature: &str) -> bool {
+    /// Whether `signature` (hex) signs `release`.
+    pub fn verifies(&self, release: &Release<'_>, signature: &str) -> bool {
         let Some(bytes) = decode_hex(signature).and_then(|b| <[u8; 64]>::try_from(b).ok()) else {
             return false;
         };
         self.0
-            .verify(message(digest).as_bytes(), &Signature::from_bytes(&bytes))
+            .verify(release.message().as_bytes(), &Signature::from_bytes(&bytes))
             .is_ok()
     }
 }
@@ -106,9 +124,9 @@ impl PrivateKey {
         PublicKey(self.0.verifying_key())
     }
 
-    /// Sign the component with `digest`; hex.
-    pub fn sign(&self, digest: &str) -> String {
-        encode_hex(&self.0.sign(message(digest).as_bytes()).to_bytes())
+    /// Sign `release`; hex.
+    pub fn sign(&self, release: &Release<'_>) -> String {
+        encode_hex(&self.0.sign(release.message().as_bytes()).to_bytes())
     }
 }
 
@@ -135,12 +153,26 @@ mod tests {
         let key = PrivateKey::generate()?;
         let other = PrivateKey::generate()?;
         let digest = "ab".repeat(32);
-        let signature = key.sign(&digest);
+        let release = Release {
+            name: "x12",
+            version: "1.3.0",
+            world: "transform",
+            digest: &digest,
+        };
+        let signature = key.sign(&release);
         let public = PublicKey::parse(&key.public().to_string()).map_err(anyhow::Error::msg)?;
-        assert!(public.verifies(&digest, &signature));
-        assert!(!public.verifies(&"cd".repeat(32), &signature));
-        assert!(!other.public().verifies(&digest, &signature));
-        assert!(!public.verifies(&digest, "zz"));
+        assert!(public.verifies(&release, &signature));
+        let other_digest = "cd".repeat(32);
+        for moved in [
+            Release { digest: &other_digest, ..release },
+            Release { version: "1.2.0", ..release },
+            Release { name: "x13", ..release },
+            Release { world: "sink", ..release },
+        ] {
+            assert!(!public.verifies(&moved, &signature), "{moved:?}");
+        }
+        assert!(!other.public().verifies(&release, &signature));
+        assert!(!public.verifies(&release, "zz"));
         Ok(())
     }
 

@@ -54,14 +54,14 @@ impl Roster {
         let entries = running
             .map(|r| ConnectorStatus {
                 name: r.spec.name.clone(),
-                kind: r.spec.kind.to_string(),
+                kind: r.spec.kind().to_string(),
                 plugin: r.spec.plugin.to_string(),
                 version: r.digest.chars().take(12).collect(),
-                from: r.spec.from.clone(),
-                to: r.spec.to.clone(),
+                from: r.spec.from().map(str::to_owned),
+                to: r.spec.to().map(str::to_owned),
                 dlq: r.spec.delivery.dlq.clone(),
                 counts: Counts::default(),
-                lag: match r.spec.kind {
+                lag: match r.spec.kind() {
                     Kind::Source => None,
                     Kind::Transform | Kind::Sink => Some(0),
                 },

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::{Fault, LoadError, Plugin, Pool};
 use crate::bindings::{PluginError, PluginRecord};
-use crate::capability::{ConnectorContext, Granted};
+use crate::capability::ConnectorContext;
 use crate::config::{Kind, Limits};
 use crate::engine::Runtime;
 use crate::observe::Metrics;
@@ -86,7 +86,7 @@ impl LocalPlugin {
             name: "local".into(),
             config,
             kv: None,
-            grants: Granted::default(),
+            grants: crate::config::Grants::default(),
             secrets: BTreeMap::new(),
             metrics: Arc::new(Metrics::default()),
             audit: crate::observe::Audit::disabled(),

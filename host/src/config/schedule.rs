@@ -5,7 +5,7 @@ use std::str::FromStr as _;
 use std::time::Duration;
 
 /// A parsed `schedule`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Schedule {
     /// Poll now, then every interval after the previous poll began.
     Every(Duration),
@@ -21,7 +21,7 @@ impl Schedule {
             if every.is_zero() {
                 return Err("the interval must be longer than zero".into());
             }
-            if every > crate::config::values::YEAR {
+            if every > super::values::YEAR {
                 return Err("the interval must be at most a year".into());
             }
             return Ok(Schedule::Every(every));
