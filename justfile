@@ -63,8 +63,14 @@ soak: build-plugins
 
 # Benchmarks (release build): plugin call costs, throughput against a native
 # ceiling, poison, latency at fixed rates and beside hostile plugins, hot swap,
-# start-up and density, written to bench/RESULTS.md.
+# start-up and density, a fleet of three hosts, written to bench/RESULTS.md.
 bench: build-plugins
     cargo bench -p plexus-host --bench plugins -- --output-format bencher | tee target/bench.txt
     cargo bench -p plexus-host --bench system | tee target/bench-system.md
     python3 bench/report.py bench target/bench.txt target/bench-system.md
+
+# The fleet benchmarks alone (three `plexus up --bus` hosts): apply-to-running
+# and one transform on one host and on three; written to bench/RESULTS.md.
+bench-fleet: build-plugins
+    cargo bench -p plexus-host --bench system -- fleet | tee target/bench-fleet.md
+    python3 bench/report.py fleet target/bench-fleet.md

@@ -875,7 +875,9 @@ async fn main() {
         println!(
             "\n## Fleet: one transform on 1 and on 3 hosts sharing its consumer (X12 850 → canonical, 4 KB, {RECORDS} records)\n"
         );
-        println!("| 1 host, records/s | 3 hosts, records/s | scaling | records taken by each of the 3 |");
+        println!(
+            "| 1 host, records/s | 3 hosts, records/s | scaling | records taken by each of the 3 |"
+        );
         println!("|---|---|---|---|");
         println!(
             "| {one:.0} | {three:.0} | {:.2}× | {} |",

@@ -81,7 +81,12 @@ impl FleetHost {
     pub fn records_in(&self, connector: &str) -> u64 {
         use std::io::{Read as _, Write as _};
         let mut stream = std::net::TcpStream::connect(&self.admin).unwrap();
-        write!(stream, "GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.admin).unwrap();
+        write!(
+            stream,
+            "GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n",
+            self.admin
+        )
+        .unwrap();
         let mut text = String::new();
         stream.read_to_string(&mut text).unwrap();
         let sample = format!("plexus_records_in_total{{connector=\"{connector}\"}}");
@@ -193,6 +198,13 @@ pub async fn shared_throughput(
     let text = transform(name, "x12@1.0.0", placement);
     let file = dir.join(format!("{name}.toml"));
     std::fs::write(&file, text).unwrap();
-    plexus(&["apply", "-c", &file.display().to_string(), "--approve", "--bus", url]);
+    plexus(&[
+        "apply",
+        "-c",
+        &file.display().to_string(),
+        "--approve",
+        "--bus",
+        url,
+    ]);
     arrivals.rate(super::RECORDS).await
 }

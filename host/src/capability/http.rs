@@ -59,7 +59,9 @@ async fn approve(grants: &[Origin], uri: &http::Uri) -> Result<Approved, String>
     let Some(grant) = grants.iter().find(|g| **g == wanted) else {
         return Err(format!(
             "{}://{}:{} is not granted",
-            wanted.scheme(), wanted.host(), wanted.port()
+            wanted.scheme(),
+            wanted.host(),
+            wanted.port()
         ));
     };
     let granted_literal = grant.host().parse::<IpAddr>().ok();
@@ -265,5 +267,4 @@ mod tests {
             assert!(!is_internal(ip.parse().unwrap()), "{ip}");
         }
     }
-
 }

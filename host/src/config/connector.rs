@@ -217,7 +217,10 @@ impl ConnectorSpec {
     /// A transform or sink shares its durable consumer; HTTP ingest is
     /// answered by whichever host a client reaches.
     pub fn needs_lease(&self) -> bool {
-        matches!(self.trigger(), Some(Trigger::Schedule(_) | Trigger::Mllp(_)))
+        matches!(
+            self.trigger(),
+            Some(Trigger::Schedule(_) | Trigger::Mllp(_))
+        )
     }
 
     /// Whether a host labelled `labels` may run it.
@@ -743,7 +746,9 @@ const SYSTEM_DIRS: [&str; 3] = ["/proc", "/sys", "/dev"];
 /// over its own state or the system's, and for a definition from the bus
 /// only inside `[host].grant_roots`.
 fn check_file_grant(grant: &str, host: &Path, site: &Site<'_>) -> Result<(), String> {
-    let system = SYSTEM_DIRS.iter().map(|d| ("a system directory", Path::new(*d)));
+    let system = SYSTEM_DIRS
+        .iter()
+        .map(|d| ("a system directory", Path::new(*d)));
     let own = site.protected.iter().map(|(what, p)| (*what, p.as_path()));
     for (what, protected) in own.chain(system) {
         if overlaps(host, protected) {

@@ -78,7 +78,12 @@ pub struct FileGrant {
 
 impl std::fmt::Display for FileGrant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.guest, if self.writable { "rw" } else { "ro" })
+        write!(
+            f,
+            "{}:{}",
+            self.guest,
+            if self.writable { "rw" } else { "ro" }
+        )
     }
 }
 

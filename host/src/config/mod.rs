@@ -281,8 +281,10 @@ impl Definition {
     /// the plugin up: hosts then refuse any other bytes under its name.
     pub fn pin(&mut self, digest: &str) {
         self.spec.plugin_digest = Some(digest.to_owned());
-        self.table
-            .insert("plugin_digest".into(), toml::Value::String(digest.to_owned()));
+        self.table.insert(
+            "plugin_digest".into(),
+            toml::Value::String(digest.to_owned()),
+        );
     }
 
     /// The table as TOML text, as stored in the bus.
@@ -531,10 +533,10 @@ fn connectors(
                 "the name is used by another connector".into(),
             ));
         }
-        if let Some(addr) = spec.listener.as_ref().map(|l| l.addr)
+        if let Some(addr) = spec.listener().map(|l| l.addr)
             && let Some(other) = connectors
                 .iter()
-                .find(|o| o.listener.as_ref().is_some_and(|l| l.addr == addr))
+                .find(|o| o.listener().is_some_and(|l| l.addr == addr))
         {
             return Err((
                 Some(spec.name),

@@ -22,7 +22,7 @@ mod transform;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

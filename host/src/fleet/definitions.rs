@@ -404,10 +404,22 @@ pub fn widening(old: Option<&ConnectorSpec>, new: &ConnectorSpec) -> Vec<String>
     let (a, b) = (&old.limits, &new.limits);
     let raised = [
         ("limits.memory", a.memory as u128, b.memory as u128),
-        ("limits.timeout", a.timeout.as_millis(), b.timeout.as_millis()),
-        ("limits.concurrency", a.concurrency as u128, b.concurrency as u128),
+        (
+            "limits.timeout",
+            a.timeout.as_millis(),
+            b.timeout.as_millis(),
+        ),
+        (
+            "limits.concurrency",
+            a.concurrency as u128,
+            b.concurrency as u128,
+        ),
         ("limits.outputs", a.outputs as u128, b.outputs as u128),
-        ("limits.output_bytes", a.output_bytes as u128, b.output_bytes as u128),
+        (
+            "limits.output_bytes",
+            a.output_bytes as u128,
+            b.output_bytes as u128,
+        ),
     ];
     for (what, before, after) in raised {
         if after > before {
@@ -432,7 +444,8 @@ pub fn widening(old: Option<&ConnectorSpec>, new: &ConnectorSpec) -> Vec<String>
             if opened {
                 widened.push("listener.allow opened".into());
             }
-            let verified = |l: &crate::config::Listener| l.tls.as_ref().and_then(|t| t.client_ca.clone());
+            let verified =
+                |l: &crate::config::Listener| l.tls.as_ref().and_then(|t| t.client_ca.clone());
             if before.tls.is_some() && after.tls.is_none() {
                 widened.push("TLS dropped".into());
             } else if verified(before).is_some() && verified(after) != verified(before) {
@@ -443,7 +456,11 @@ pub fn widening(old: Option<&ConnectorSpec>, new: &ConnectorSpec) -> Vec<String>
             }
         }
     }
-    if old.placement.iter().any(|(k, v)| new.placement.get(k) != Some(v)) {
+    if old
+        .placement
+        .iter()
+        .any(|(k, v)| new.placement.get(k) != Some(v))
+    {
         widened.push("placement widened".into());
     }
     widened

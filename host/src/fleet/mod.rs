@@ -61,11 +61,12 @@ pub(crate) async fn bucket(
 
 /// The bucket `name` if it exists; `None` if it does not (yet).
 pub(crate) async fn existing(bus: &Bus, name: &str) -> anyhow::Result<Option<kv::Store>> {
+    use async_nats::jetstream::ErrorCode;
     use async_nats::jetstream::context::GetStreamErrorKind;
-    use async_nats::jetstream::errors::ErrorCode;
     match bus.js.get_stream(format!("KV_{name}")).await {
         Ok(_) => {}
-        Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND) => {
+        Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+        {
             return Ok(None);
         }
         Err(e) => return Err(anyhow::anyhow!("cannot look up kv bucket {name}: {e}")),

@@ -158,7 +158,10 @@ impl Reconciler {
         let all = match definitions::read_all(&self.definitions).await {
             Ok(all) => all,
             Err(error) => {
-                tracing::warn!(error = format!("{error:#}"), "Cannot read the connector definitions; keeping what runs.");
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "Cannot read the connector definitions; keeping what runs."
+                );
                 return;
             }
         };
@@ -220,7 +223,8 @@ impl Reconciler {
                         wanted.push((spec.clone(), plugin.clone()));
                     } else if spec.needs_lease() {
                         // Another host may be able to: leave it the lease.
-                        self.stood_down.insert(spec.name.clone(), now + RESYNC_EVERY);
+                        self.stood_down
+                            .insert(spec.name.clone(), now + RESYNC_EVERY);
                     }
                     failed.insert(spec.name.clone(), reason);
                 }

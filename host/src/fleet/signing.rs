@@ -164,10 +164,22 @@ mod tests {
         assert!(public.verifies(&release, &signature));
         let other_digest = "cd".repeat(32);
         for moved in [
-            Release { digest: &other_digest, ..release },
-            Release { version: "1.2.0", ..release },
-            Release { name: "x13", ..release },
-            Release { world: "sink", ..release },
+            Release {
+                digest: &other_digest,
+                ..release
+            },
+            Release {
+                version: "1.2.0",
+                ..release
+            },
+            Release {
+                name: "x13",
+                ..release
+            },
+            Release {
+                world: "sink",
+                ..release
+            },
         ] {
             assert!(!public.verifies(&moved, &signature), "{moved:?}");
         }
