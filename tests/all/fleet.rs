@@ -379,6 +379,16 @@ async fn refusals_name_the_problem_exit_2_and_change_nothing() {
         assert!(stderr.contains(reason), "{reason}: {stderr}");
     }
 
+    // An apply that widens a grant needs --approve.
+    let file = write(
+        dir.path(),
+        "wide.toml",
+        &transform("testkit@1.0.0", "grants = { http = [\"https://erp.example.org\"] }"),
+    );
+    let stderr =
+        refused(&plexus(&["apply", "-c", &file.display().to_string(), "--bus", &url]).await);
+    assert!(stderr.contains("widens capabilities"), "{stderr}");
+
     // Bytes altered in the object store after deploy are caught before any host is told.
     let store = bus.js.get_object_store("plexus-plugins").await.unwrap();
     let digest = plexus_host::plugin::cache::digest(&std::fs::read(plugin("testkit")).unwrap());
