@@ -383,7 +383,10 @@ async fn refusals_name_the_problem_exit_2_and_change_nothing() {
     let file = write(
         dir.path(),
         "wide.toml",
-        &transform("testkit@1.0.0", "grants = { http = [\"https://erp.example.org\"] }"),
+        &transform(
+            "testkit@1.0.0",
+            "grants = { http = [\"https://erp.example.org\"] }",
+        ),
     );
     let stderr =
         refused(&plexus(&["apply", "-c", &file.display().to_string(), "--bus", &url]).await);

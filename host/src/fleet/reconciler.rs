@@ -88,6 +88,9 @@ impl Reconciler {
     /// leave the fleet.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut events = self.definitions.watch_all().await.ok();
+        // A plugin deployed after the definition naming it (or an index
+        // entry changed) is looked at at once, not at the next resync.
+        let mut deployed = self.registry.watch().await.ok();
         let mut held = self.leases.watch();
         let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
         let mut resync = tokio::time::interval(RESYNC_EVERY);
@@ -122,6 +125,11 @@ impl Reconciler {
                         events = None;
                     }
                 },
+                event = next_event(&mut deployed) => match event {
+                    Some(Ok(_)) if !self.failed.is_empty() => self.sync().await,
+                    Some(_) => {}
+                    None => deployed = None,
+                },
                 changed = held.changed() => {
                     if changed.is_ok() {
                         self.sync().await;
@@ -131,6 +139,9 @@ impl Reconciler {
                 _ = resync.tick() => {
                     if events.is_none() {
                         events = self.definitions.watch_all().await.ok();
+                    }
+                    if deployed.is_none() {
+                        deployed = self.registry.watch().await.ok();
                     }
                     self.sync().await;
                 }

@@ -261,6 +261,14 @@ impl Registry {
         }
     }
 
+    /// Changes to the index from now on.
+    pub async fn watch(&self) -> anyhow::Result<kv::Watch> {
+        self.index
+            .watch_all()
+            .await
+            .with_context(|| format!("cannot watch {}", super::REGISTRY))
+    }
+
     /// The index entry of `reference`, if deployed.
     pub async fn lookup(&self, reference: &PluginRef) -> anyhow::Result<Option<Entry>> {
         let Some(value) = self
