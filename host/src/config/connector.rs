@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::BusConfig;
 use super::grants::{FileGrant, Grants, Origin};
 use super::schedule::Schedule;
-use super::values::{DAY, HOUR, check_subject, duration, size, subject_matches};
+use super::values::{DAY, HOUR, Subject, SubjectFilter, check_subject, duration, size};
 
 /// A connector's role, which must match the world its plugin exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -116,21 +116,21 @@ pub enum Role {
     /// Brings records in and publishes them to `to`.
     Source {
         /// Subject published to.
-        to: String,
+        to: Subject,
         /// What makes it take records in.
         trigger: Trigger,
     },
     /// Maps records consumed from `from` and publishes them to `to`.
     Transform {
         /// Subject filter consumed.
-        from: String,
+        from: SubjectFilter,
         /// Subject published to.
-        to: String,
+        to: Subject,
     },
     /// Delivers records consumed from `from` to an outside system.
     Sink {
         /// Subject filter consumed.
-        from: String,
+        from: SubjectFilter,
     },
 }
 
@@ -486,20 +486,21 @@ pub(super) fn validate(
             }
         }
     }
-    if let Some(from) = &c.from {
-        check_subject(from, true).map_err(|e| fail(format!("from {from:?}: {e}")))?;
-    }
-    if let Some(to) = &c.to {
-        check_subject(to, false).map_err(|e| fail(format!("to {to:?}: {e}")))?;
-        if c.from
-            .as_deref()
-            .is_some_and(|from| subject_matches(from, to))
-        {
-            return Err(fail(format!(
-                "to {to:?} is matched by from {:?}: the connector would consume its own output",
-                c.from.as_deref().unwrap_or_default()
-            )));
-        }
+    let from = c
+        .from
+        .as_deref()
+        .map(|from| SubjectFilter::parse(from).map_err(|e| fail(format!("from {from:?}: {e}"))))
+        .transpose()?;
+    let to =
+        c.to.as_deref()
+            .map(|to| Subject::parse(to).map_err(|e| fail(format!("to {to:?}: {e}"))))
+            .transpose()?;
+    if let (Some(from), Some(to)) = (&from, &to)
+        && from.matches(to)
+    {
+        return Err(fail(format!(
+            "to \"{to}\" is matched by from \"{from}\": the connector would consume its own output"
+        )));
     }
     for schema in &c.emits {
         if !crate::contract::is_known(schema) {
@@ -707,14 +708,14 @@ pub(super) fn validate(
     let missing = |field: &str| fail(format!("a {} needs `{field}`", c.kind));
     let role = match c.kind {
         Kind::Transform => Role::Transform {
-            from: c.from.ok_or_else(|| missing("from"))?,
-            to: c.to.ok_or_else(|| missing("to"))?,
+            from: from.ok_or_else(|| missing("from"))?,
+            to: to.ok_or_else(|| missing("to"))?,
         },
         Kind::Sink => Role::Sink {
-            from: c.from.ok_or_else(|| missing("from"))?,
+            from: from.ok_or_else(|| missing("from"))?,
         },
         Kind::Source => Role::Source {
-            to: c.to.ok_or_else(|| missing("to"))?,
+            to: to.ok_or_else(|| missing("to"))?,
             trigger: match (schedule, listener) {
                 (Some(schedule), _) => Trigger::Schedule(schedule),
                 (None, Some(listener)) => Trigger::Mllp(listener),

@@ -74,7 +74,7 @@ pub use connector::{
 };
 pub use grants::{FileGrant, Grants, Origin};
 pub use schedule::Schedule;
-pub use values::{check_subject, parse_bytes, subject_matches};
+pub use values::{Subject, SubjectFilter, check_subject, parse_bytes, subject_matches};
 
 use values::{DAY, HOUR, YEAR, duration, size};
 

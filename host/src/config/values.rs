@@ -125,6 +125,61 @@ pub fn check_subject(subject: &str, filter: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// A literal NATS subject a connector publishes to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Subject(String);
+
+impl Subject {
+    /// `text`, if it is a subject without wildcards.
+    pub fn parse(text: &str) -> Result<Subject, String> {
+        check_subject(text, false)?;
+        Ok(Subject(text.to_owned()))
+    }
+}
+
+/// A subject filter a connector consumes: `*` matches one token, `>` the rest.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SubjectFilter(String);
+
+impl SubjectFilter {
+    /// `text`, if it is a subject filter.
+    pub fn parse(text: &str) -> Result<SubjectFilter, String> {
+        check_subject(text, true)?;
+        Ok(SubjectFilter(text.to_owned()))
+    }
+
+    /// Whether it takes records published to `subject`.
+    pub fn matches(&self, subject: &Subject) -> bool {
+        subject_matches(&self.0, &subject.0)
+    }
+}
+
+impl std::ops::Deref for Subject {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for SubjectFilter {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Display for SubjectFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Whether the filter `pattern` matches the literal `subject`.
 pub fn subject_matches(pattern: &str, subject: &str) -> bool {
     let mut subject_tokens = subject.split('.');

@@ -48,7 +48,7 @@ pub enum IngestError {
 pub(crate) struct Source {
     pub(super) name: String,
     pub(super) hop: String,
-    pub(super) to: String,
+    pub(super) to: crate::config::Subject,
     pub(super) pool: Pool,
     pub(super) publisher: Publisher,
     pub(super) metrics: Arc<Metrics>,
@@ -402,7 +402,7 @@ impl Source {
         h.insert(headers::IDENTITY, refused.identity.as_str());
         h.insert(headers::ERROR, header_value(&reason).as_str());
         h.insert(headers::DELIVERIES, "1");
-        h.insert(headers::ORIGINAL_SUBJECT, self.to.as_str());
+        h.insert(headers::ORIGINAL_SUBJECT, &*self.to);
         h.insert(headers::CONNECTOR, self.name.as_str());
         if !refused.record.key.is_empty() {
             h.insert(headers::KEY, header_value(&refused.record.key).as_str());

@@ -26,7 +26,7 @@ use crate::plugin::{FaultKind, Pool};
 pub(super) struct Transform {
     /// `connector@plugin-version`, appended to `Plexus-Hops`.
     pub(super) hop: String,
-    pub(super) to: String,
+    pub(super) to: crate::config::Subject,
     pub(super) pool: Pool,
     pub(super) publisher: Publisher,
     pub(super) limits: Limits,
