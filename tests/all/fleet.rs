@@ -885,3 +885,93 @@ async fn a_host_takes_from_the_bus_only_what_was_applied_and_what_it_allows() {
         "{letters}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_run_what_operators_apply_but_cannot_change_it() {
+    // A server with the project's least-privilege layout (demo/fleet/permissions.conf).
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("nats.conf");
+    // nats-server takes includes relative to the including file.
+    std::fs::copy(
+        repo_root().join("demo/fleet/permissions.conf"),
+        dir.path().join("permissions.conf"),
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "host: 127.0.0.1\nport: {port}\njetstream {{ store_dir: \"{}\" }}\ninclude permissions.conf\n",
+            dir.path().join("store").display(),
+        ),
+    )
+    .unwrap();
+    let mut server = std::process::Command::new(nats_server_binary())
+        .arg("-c")
+        .arg(&config)
+        .env("PLEXUS_OPERATOR_PASSWORD", "op-9d1c")
+        .env("PLEXUS_HOST_PASSWORD", "host-4b7e")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("nats.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let operator = format!("nats://operator:op-9d1c@127.0.0.1:{port}");
+    let host_url = format!("nats://host:host-4b7e@127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let probe = loop {
+        if let Ok(bus) = plexus_host::bus::Bus::connect(&operator).await
+            && bus.js.query_account().await.is_ok()
+        {
+            break bus;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not start: {}",
+            std::fs::read_to_string(dir.path().join("nats.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+
+    deploy(&operator, "testkit", "1.0.0", &[]).await;
+    let file = write(
+        dir.path(),
+        "orders.toml",
+        "[[connector]]\nname = \"orders\"\nkind = \"transform\"\nplugin = \"testkit@1.0.0\"\nfrom = \"perm.in\"\nto = \"perm.out\"\n",
+    );
+    let file = file.display().to_string();
+    cli_stdout(&plexus(&["apply", "-c", &file, "--bus", &operator]).await);
+    let mut host = fleet_host(&host_url, dir.path(), "limited", &[], "");
+    host.wait_line("plexus: fleet applied; added [\"orders\"]");
+    let bus = Probe {
+        js: probe.js.clone(),
+    };
+    bus.publish_range("perm.in", 0..10, |i| format!("{{\"n\":{i}}}"))
+        .await;
+    bus.wait_for_count("perm.out", 10).await;
+
+    // With a host's credentials nothing in the registry or the definitions changes.
+    let other = plugin("json-filter").display().to_string();
+    let deployed = plexus(&[
+        "deploy",
+        &other,
+        "--name",
+        "evil",
+        "--version",
+        "1",
+        "--bus",
+        &host_url,
+    ])
+    .await;
+    assert!(!deployed.status.success());
+    let stderr = String::from_utf8_lossy(&deployed.stderr);
+    assert!(stderr.contains("Permissions Violation"), "{stderr}");
+    let removed = plexus(&["rm", "orders", "--bus", &host_url]).await;
+    assert!(!removed.status.success());
+    let registry = probe.js.get_key_value("plexus-registry").await.unwrap();
+    assert!(registry.get("evil.1").await.unwrap().is_none());
+    let definitions = probe.js.get_key_value("plexus-connectors").await.unwrap();
+    assert!(definitions.get("orders").await.unwrap().is_some());
+    drop(host);
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -256,7 +256,14 @@ impl Bus {
         };
         let mut options = async_nats::ConnectOptions::new()
             .name("plexus")
-            .connection_timeout(Duration::from_secs(10));
+            .connection_timeout(Duration::from_secs(10))
+            // A request the server refuses (a permission the credentials do
+            // not carry) otherwise shows only as a missing ack: say why.
+            .event_callback(|event| async move {
+                if let async_nats::Event::ServerError(error) = event {
+                    tracing::warn!(%error, "The bus refused a request.");
+                }
+            });
         options = match auth {
             Auth::None => options,
             Auth::Creds(file) => options
