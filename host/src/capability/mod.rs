@@ -108,6 +108,14 @@ impl PluginState {
     pub fn new(connector: Arc<ConnectorContext>, memory: usize) -> anyhow::Result<Self> {
         let mut wasi = WasiCtx::builder();
         for grant in &connector.grants.files {
+            // The grant was checked as this real path; a symlink put in its
+            // way since (by a plugin with write access nearby) is refused.
+            if grant.host.canonicalize().ok().as_deref() != Some(grant.host.as_path()) {
+                anyhow::bail!(
+                    "grants.files {}: the directory is no longer at the path that was granted (a link was put in its way)",
+                    grant.host.display()
+                );
+            }
             let perms = if grant.writable {
                 FsPerms::ReadWrite
             } else {

@@ -398,8 +398,10 @@ pub(super) fn validate(
         }
     };
     let resolve = &resolve;
+    // A definition from the bus (off the host, or on it: grant_roots set).
+    let from_bus = !site.local || site.grant_roots.is_some();
     let check_path = |what: &str, p: &Path| -> Result<(), (String, String)> {
-        if !site.local && !p.is_absolute() {
+        if from_bus && !p.is_absolute() {
             return Err(fail(format!(
                 "{what} {} must be an absolute path on the hosts that run the connector",
                 p.display()
@@ -535,9 +537,14 @@ pub(super) fn validate(
                 host.display()
             )));
         }
-        if site.local {
+        // Checked and kept as the real path: a symlink on the way that is
+        // swapped later cannot move the grant (PluginState checks again).
+        let host = if site.local {
             check_file_grant(file, &host, site).map_err(fail)?;
-        }
+            canonical(&host)
+        } else {
+            host
+        };
         files.push(FileGrant {
             host,
             guest: dir.to_owned(),

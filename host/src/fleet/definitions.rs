@@ -432,6 +432,9 @@ pub fn widening(old: Option<&ConnectorSpec>, new: &ConnectorSpec) -> Vec<String>
     if new.to() != old.to() {
         widened.push(format!("writes {}", new.to().unwrap_or("-")));
     }
+    if new.delivery.dlq != old.delivery.dlq {
+        widened.push(format!("writes dead letters to {}", new.delivery.dlq));
+    }
     match (old.listener(), new.listener()) {
         (_, None) => {}
         (None, Some(listener)) => widened.push(format!("listens on {}", listener.addr)),

@@ -256,13 +256,7 @@ impl Keeper {
                 changed = asked.changed() => if changed.is_err() { break },
             }
             let ask = asked.borrow_and_update().clone();
-            self.pass(&ask).await;
-            let now: BTreeSet<String> = self.held.keys().cloned().collect();
-            held.send_if_modified(|current| {
-                let changed = *current != now;
-                *current = now;
-                changed
-            });
+            self.pass(&ask, &held).await;
         }
         for (name, (revision, _)) in std::mem::take(&mut self.held) {
             let _ = self
@@ -273,7 +267,17 @@ impl Keeper {
 
     /// One round: let go of what is no longer needed, renew the rest, take
     /// what is wanted and free.
-    async fn pass(&mut self, ask: &LeaseAsk) {
+    async fn pass(&mut self, ask: &LeaseAsk, held: &tokio::sync::watch::Sender<BTreeSet<String>>) {
+        // Say what is held as soon as it changes: a lease let go must stop
+        // its connector now, not after the rest of the round.
+        let publish = |leases: &BTreeMap<String, (u64, Instant)>| {
+            let now: BTreeSet<String> = leases.keys().cloned().collect();
+            held.send_if_modified(|current| {
+                let changed = *current != now;
+                *current = now;
+                changed
+            });
+        };
         let unneeded: Vec<String> = self
             .held
             .keys()
@@ -288,42 +292,52 @@ impl Keeper {
                 tracing::info!(connector = %name, "Lease given up.");
             }
         }
-        let now = Instant::now();
         let names: Vec<String> = self.held.keys().cloned().collect();
+        let mut dropped = BTreeSet::new();
         for name in names {
             let Some((revision, renewed)) = self.held.get(&name).copied() else {
                 continue;
             };
+            // The server counts the TTL from when it stores the renewal,
+            // which is after it is sent: the send time is the safe side.
+            let sent = Instant::now();
             match self
                 .bounded(self.store.update(&name, self.id.clone(), revision))
                 .await
             {
                 Some(Ok(revision)) => {
-                    self.held.insert(name, (revision, now));
+                    self.held.insert(name, (revision, sent));
                 }
                 Some(Err(error)) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     tracing::warn!(connector = %name, "Lease taken by another host; stopping the connector here.");
                     self.held.remove(&name);
+                    dropped.insert(name);
+                    publish(&self.held);
                 }
                 // Not renewed: let go at half the TTL, so the connector has
                 // the other half to stop before anyone else may take it.
-                _ if now.duration_since(renewed) >= self.ttl / 2 => {
+                _ if Instant::now().duration_since(renewed) >= self.ttl / 2 => {
                     tracing::warn!(connector = %name, "Lease not renewed for half its TTL; stopping the connector here.");
                     self.held.remove(&name);
+                    dropped.insert(name);
+                    publish(&self.held);
                 }
                 _ => {}
             }
         }
+        publish(&self.held);
         for name in &ask.want {
-            if self.held.contains_key(name) {
+            if self.held.contains_key(name) || dropped.contains(name) {
                 continue;
             }
+            let sent = Instant::now();
             if let Some(Ok(revision)) = self.bounded(self.store.create(name, self.id.clone())).await
             {
                 tracing::info!(connector = %name, "Lease taken.");
-                self.held.insert(name.clone(), (revision, Instant::now()));
+                self.held.insert(name.clone(), (revision, sent));
             }
         }
+        publish(&self.held);
     }
 
     /// A bus call that may take at most a quarter of the TTL.

@@ -173,6 +173,26 @@ impl Reconciler {
                     error = format!("{error:#}"),
                     "Cannot read the connector definitions; keeping what runs."
                 );
+                // Except what runs under a lease no longer held.
+                let held = self.leases.held();
+                let keep: Vec<_> = self
+                    .host
+                    .connectors()
+                    .filter_map(|name| self.host.running(name))
+                    .filter(|(spec, _)| !spec.needs_lease() || held.contains(&spec.name))
+                    .map(|(spec, plugin)| (spec.clone(), plugin.clone()))
+                    .collect();
+                let changes = self.host.run_connectors(keep).await;
+                if !changes.removed.is_empty() {
+                    println!(
+                        "plexus: fleet applied; added [], swapped [], removed {:?}, failed []",
+                        changes.removed
+                    );
+                }
+                self.leases.ask(LeaseAsk {
+                    want: held,
+                    running: self.running_leased(),
+                });
                 return;
             }
         };
@@ -184,6 +204,7 @@ impl Reconciler {
             let source = PathBuf::from(format!("kv {}/{name}", super::CONNECTORS));
             match self.host.config().definition(&source, text) {
                 Ok(spec) if spec.name != *name => {
+                    kept.push(name.clone());
                     failed.insert(
                         name.clone(),
                         format!(
@@ -216,7 +237,9 @@ impl Reconciler {
 
         let mut wanted = Vec::new();
         for name in &kept {
-            if let Some((spec, plugin)) = self.host.running(name) {
+            if let Some((spec, plugin)) = self.host.running(name)
+                && (!spec.needs_lease() || held.contains(name))
+            {
                 wanted.push((spec.clone(), plugin.clone()));
             }
         }

@@ -285,6 +285,14 @@ impl Registry {
                 super::REGISTRY
             )
         })?;
+        // An entry copied under another key would carry its signature there.
+        if entry.name != reference.name || entry.version != reference.version {
+            anyhow::bail!(
+                "the index entry under {reference} in {} describes {}; it was moved, and is refused",
+                super::REGISTRY,
+                entry.reference()
+            );
+        }
         Ok(Some(entry))
     }
 
