@@ -9,6 +9,11 @@ use crate::support::*;
 fn refuse(command: &str, connector: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let file = write_config(dir.path(), Some("nats://127.0.0.1:1"), connector);
+    refuse_file(command, &file, connector)
+}
+
+/// Run `plexus <command> -c <file>`, which must be refused (exit 2) naming `file`.
+fn refuse_file(command: &str, file: &std::path::Path, connector: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_plexus"))
         .args([command, "-c", file.to_str().unwrap()])
         .output()
@@ -383,12 +388,7 @@ fn grants_may_not_reach_the_system_or_the_bus_credentials() {
             1,
         );
     std::fs::write(&file, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_plexus"))
-        .args(["check", "-c", file.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = refuse_file("check", &file, "a grant of the bus password");
     assert!(
         stderr.contains("grants.secrets \"BUS_PASSWORD\" is the host's own bus credential"),
         "{stderr}"

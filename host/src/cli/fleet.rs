@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::status::print_rows;
 use crate::bus::{Auth, Bus, Limits};
 use crate::config::{BusTls, Config, PluginRef};
 use crate::fleet::definitions::{self, Action, ApplyError};
@@ -279,6 +280,7 @@ pub(super) async fn hosts(bus: &BusArgs) -> Result<(), HostError> {
             beat.at.clone(),
         ]);
     }
+    let rows: Vec<Vec<String>> = rows.into_iter().map(|r| r.to_vec()).collect();
     print_rows(&rows);
     if beats.is_empty() {
         println!(
@@ -293,32 +295,15 @@ pub(super) async fn hosts(bus: &BusArgs) -> Result<(), HostError> {
 /// the hosts that run it.
 pub(super) async fn list(bus: &BusArgs) -> Result<(), HostError> {
     let (connectors, hosts, failed) = fleet_view(bus).await?;
-    let mut rows = vec![
-        [
-            "CONNECTOR",
-            "KIND",
-            "VERSION",
-            "IN",
-            "OUT",
-            "ERRORS",
-            "DLQ",
-            "LAG",
-            "HOSTS",
-        ]
-        .map(str::to_owned),
-    ];
+    let mut headings = super::status::HEADINGS.map(str::to_owned).to_vec();
+    headings.push("HOSTS".into());
+    let mut rows = vec![headings];
     for c in &connectors {
-        rows.push([
-            c.name.clone(),
-            c.kind.clone(),
-            c.version.clone(),
-            c.counts.records_in.to_string(),
-            c.counts.records_out.to_string(),
-            c.counts.errors.values().sum::<u64>().to_string(),
-            c.counts.dead_lettered.to_string(),
-            c.lag.map_or_else(|| "-".to_owned(), |n| n.to_string()),
-            dash(hosts.get(&c.name).map(|h| h.join(",")).unwrap_or_default()),
-        ]);
+        let mut row = super::status::row(c).to_vec();
+        row.push(dash(
+            hosts.get(&c.name).map(|h| h.join(",")).unwrap_or_default(),
+        ));
+        rows.push(row);
     }
     print_rows(&rows);
     for (name, reasons) in &failed {
@@ -415,18 +400,4 @@ async fn fleet_view(bus: &BusArgs) -> Result<FleetView, HostError> {
 
 fn dash(text: String) -> String {
     if text.is_empty() { "-".into() } else { text }
-}
-
-fn print_rows<const N: usize>(rows: &[[String; N]]) {
-    let widths: Vec<usize> = (0..N)
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        println!("{}", line.join("  ").trim_end());
-    }
 }

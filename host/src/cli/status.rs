@@ -20,35 +20,51 @@ const PATIENCE: Duration = Duration::from_secs(10);
 pub(super) async fn list(file: &Path, token: Option<&str>) -> Result<(), HostError> {
     let config = Config::load(file)?;
     let connectors = fetch(&config, token).await?;
-    let mut rows = vec![
-        [
-            "CONNECTOR",
-            "KIND",
-            "VERSION",
-            "IN",
-            "OUT",
-            "ERRORS",
-            "DLQ",
-            "LAG",
-        ]
-        .map(str::to_owned),
-    ];
-    for c in &connectors {
-        rows.push([
-            c.name.clone(),
-            c.kind.clone(),
-            c.version.clone(),
-            c.counts.records_in.to_string(),
-            c.counts.records_out.to_string(),
-            c.counts.errors.values().sum::<u64>().to_string(),
-            c.counts.dead_lettered.to_string(),
-            c.lag.map_or_else(|| "-".to_owned(), |n| n.to_string()),
-        ]);
-    }
-    let widths: Vec<usize> = (0..8)
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+    let mut rows = vec![HEADINGS.map(str::to_owned).to_vec()];
+    rows.extend(connectors.iter().map(|c| row(c).to_vec()));
+    print_rows(&rows);
+    Ok(())
+}
+
+/// The columns of `plexus ls`.
+pub(super) const HEADINGS: [&str; 8] = [
+    "CONNECTOR",
+    "KIND",
+    "VERSION",
+    "IN",
+    "OUT",
+    "ERRORS",
+    "DLQ",
+    "LAG",
+];
+
+/// One connector's line of `plexus ls`, under [`HEADINGS`].
+pub(super) fn row(c: &ConnectorStatus) -> [String; 8] {
+    [
+        c.name.clone(),
+        c.kind.clone(),
+        c.version.clone(),
+        c.counts.records_in.to_string(),
+        c.counts.records_out.to_string(),
+        c.counts.errors.values().sum::<u64>().to_string(),
+        c.counts.dead_lettered.to_string(),
+        c.lag.map_or_else(|| "-".to_owned(), |n| n.to_string()),
+    ]
+}
+
+/// Rows as aligned columns, two spaces apart.
+pub(super) fn print_rows(rows: &[Vec<String>]) {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(String::len)
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
-    for row in &rows {
+    for row in rows {
         let line: Vec<String> = row
             .iter()
             .zip(&widths)
@@ -56,7 +72,6 @@ pub(super) async fn list(file: &Path, token: Option<&str>) -> Result<(), HostErr
             .collect();
         println!("{}", line.join("  ").trim_end());
     }
-    Ok(())
 }
 
 /// Connectors in full — the one named, or all — with rates over [`RATE_WINDOW`].

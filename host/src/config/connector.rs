@@ -805,6 +805,26 @@ pub(super) struct Site<'a> {
     pub(super) local: bool,
 }
 
+/// A path as written: off the host, paths are the hosts' own.
+fn as_given(path: &Path) -> PathBuf {
+    path.to_owned()
+}
+
+impl<'a> Site<'a> {
+    /// An operator's machine applying definitions to the bus: paths are the
+    /// hosts' (absolute, unchecked here), the bus's defaults.
+    pub(super) fn operator(bus: &'a BusConfig) -> Site<'a> {
+        Site {
+            resolve: &as_given,
+            bus,
+            protected: Vec::new(),
+            grant_roots: None,
+            reserved_secrets: Vec::new(),
+            local: false,
+        }
+    }
+}
+
 /// Whether a granted directory contains `protected` or lies inside it.
 fn overlaps(granted: &Path, protected: &Path) -> bool {
     let granted = canonical(granted);

@@ -409,14 +409,7 @@ impl Config {
         let raw: RawDefinitions =
             toml::from_str(&text).map_err(|e| err(None, e.to_string().trim_end().to_owned()))?;
         let bus = BusConfig::default();
-        let site = connector::Site {
-            resolve: &|p: &Path| p.to_owned(),
-            bus: &bus,
-            protected: Vec::new(),
-            grant_roots: None,
-            reserved_secrets: Vec::new(),
-            local: false,
-        };
+        let site = connector::Site::operator(&bus);
         let tables = raw.connectors.clone();
         let specs = connectors(raw.connectors, &site)
             .map_err(|(name, reason)| err(name.as_deref(), reason))?;
@@ -455,15 +448,7 @@ impl Config {
     /// it: off the hosts, files unchecked.
     pub fn parse_definition_text(source: &Path, text: &str) -> Result<ConnectorSpec, ConfigError> {
         let bus = BusConfig::default();
-        let site = connector::Site {
-            resolve: &|p: &Path| p.to_owned(),
-            bus: &bus,
-            protected: Vec::new(),
-            grant_roots: None,
-            reserved_secrets: Vec::new(),
-            local: false,
-        };
-        one_definition(source, text, &site)
+        one_definition(source, text, &connector::Site::operator(&bus))
     }
 }
 

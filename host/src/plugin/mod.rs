@@ -97,19 +97,7 @@ impl Plugin {
             source,
         })?;
         let digest = cache::digest(&wasm);
-        let component = cache::load(&runtime.engine, path, &wasm, cache_dir).map_err(|e| {
-            LoadError::Compile {
-                path: path.to_owned(),
-                reason: format!("{e:#}"),
-            }
-        })?;
-        let pre = runtime
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::Imports {
-                path: path.to_owned(),
-                reason: format!("{e:#}"),
-            })?;
+        let (component, pre) = prelink(runtime, path, &wasm, cache_dir)?;
         let world_error = |e: wasmtime::Error| LoadError::World {
             path: path.to_owned(),
             kind,
@@ -142,18 +130,7 @@ impl Plugin {
         path: &Path,
         wasm: &[u8],
     ) -> Result<&'static str, LoadError> {
-        let component =
-            cache::load(&runtime.engine, path, wasm, None).map_err(|e| LoadError::Compile {
-                path: path.to_owned(),
-                reason: format!("{e:#}"),
-            })?;
-        let pre = runtime
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::Imports {
-                path: path.to_owned(),
-                reason: format!("{e:#}"),
-            })?;
+        let (component, pre) = prelink(runtime, path, wasm, None)?;
         if TransformPre::new(pre.clone()).is_ok() {
             Ok("transform")
         } else if SourcePre::new(pre.clone()).is_ok() {
@@ -177,6 +154,29 @@ impl Plugin {
     pub fn version(&self) -> &str {
         &self.digest[..12]
     }
+}
+
+/// Compile `wasm` (or take it from the cache) and link it against the
+/// host's imports.
+fn prelink(
+    runtime: &Runtime,
+    path: &Path,
+    wasm: &[u8],
+    cache_dir: Option<&Path>,
+) -> Result<(Component, wasmtime::component::InstancePre<PluginState>), LoadError> {
+    let component =
+        cache::load(&runtime.engine, path, wasm, cache_dir).map_err(|e| LoadError::Compile {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
+    let pre = runtime
+        .linker
+        .instantiate_pre(&component)
+        .map_err(|e| LoadError::Imports {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
+    Ok((component, pre))
 }
 
 fn exports(runtime: &Runtime, component: &Component) -> String {
