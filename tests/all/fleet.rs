@@ -40,6 +40,15 @@ async fn until_output(args: &[&str], done: impl Fn(&str) -> bool) -> String {
     }
 }
 
+/// `plexus apply -c <file> --bus <url>` with `flags`; its output.
+async fn apply(url: &str, file: &Path, flags: &[&str]) -> std::process::Output {
+    let file = file.display().to_string();
+    let mut args = vec!["apply", "-c", &file];
+    args.extend(flags);
+    args.extend(["--bus", url]);
+    plexus(&args).await
+}
+
 /// A `plexus` run that must fail with exit 2; its stderr.
 fn refused(out: &std::process::Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -365,17 +374,7 @@ async fn refusals_name_the_problem_exit_2_and_change_nothing() {
     ];
     for (text, reason) in cases {
         let file = write(dir.path(), "bad.toml", &text);
-        let stderr = refused(
-            &plexus(&[
-                "apply",
-                "-c",
-                &file.display().to_string(),
-                "--approve",
-                "--bus",
-                &url,
-            ])
-            .await,
-        );
+        let stderr = refused(&apply(&url, &file, &["--approve"]).await);
         assert!(stderr.contains(reason), "{reason}: {stderr}");
     }
 
@@ -388,8 +387,7 @@ async fn refusals_name_the_problem_exit_2_and_change_nothing() {
             "grants = { http = [\"https://erp.example.org\"] }",
         ),
     );
-    let stderr =
-        refused(&plexus(&["apply", "-c", &file.display().to_string(), "--bus", &url]).await);
+    let stderr = refused(&apply(&url, &file, &[]).await);
     assert!(stderr.contains("widens capabilities"), "{stderr}");
 
     // Bytes altered in the object store after deploy are caught before any host is told.
@@ -400,8 +398,7 @@ async fn refusals_name_the_problem_exit_2_and_change_nothing() {
         .await
         .unwrap();
     let file = write(dir.path(), "ok.toml", &transform("testkit@1.0.0", ""));
-    let stderr =
-        refused(&plexus(&["apply", "-c", &file.display().to_string(), "--bus", &url]).await);
+    let stderr = refused(&apply(&url, &file, &[]).await);
     assert!(stderr.contains("it was altered"), "{stderr}");
 
     // Nothing was written by any refused apply.
@@ -466,7 +463,7 @@ async fn placement_runs_a_connector_only_on_hosts_with_its_labels() {
             placed("mercy-po", "mercy")
         ),
     );
-    cli_stdout(&plexus(&["apply", "-c", &file.display().to_string(), "--bus", &url]).await);
+    cli_stdout(&apply(&url, &file, &[]).await);
     let line = st_marys.wait_line("plexus: fleet applied");
     assert!(line.contains("added [\"st-marys-po\"]"), "{line}");
     let line = mercy.wait_line("plexus: fleet applied");
@@ -520,7 +517,7 @@ async fn an_unsigned_plugin_is_refused_where_signatures_are_required_and_others_
         "two.toml",
         "[[connector]]\nname = \"signed\"\nkind = \"transform\"\nplugin = \"testkit@1.0.0\"\nfrom = \"s.in\"\nto = \"s.out\"\n\n[[connector]]\nname = \"unsigned\"\nkind = \"transform\"\nplugin = \"json-filter@1.0.0\"\nfrom = \"u.in\"\nto = \"u.out\"\n",
     );
-    cli_stdout(&plexus(&["apply", "-c", &file.display().to_string(), "--bus", &url]).await);
+    cli_stdout(&apply(&url, &file, &[]).await);
     let refusal = host.wait_line("plexus: fleet: connector \"unsigned\" cannot run here");
     assert!(refusal.contains("is not signed"), "{refusal}");
     let status = cli_stdout(&plexus(&["status", "--bus", &url]).await);
@@ -603,17 +600,7 @@ async fn a_scheduled_source_runs_on_one_host_at_a_time_and_moves_when_it_dies() 
             "[[connector]]\nname = \"poller\"\nkind = \"source\"\nplugin = \"http-poll@1.0.0\"\nschedule = \"100ms\"\nto = \"items.out\"\nconfig = {{ url = \"http://{endpoint}/items\" }}\ngrants = {{ http = [\"http://{endpoint}\"] }}\n"
         ),
     );
-    cli_stdout(
-        &plexus(&[
-            "apply",
-            "-c",
-            &file.display().to_string(),
-            "--approve",
-            "--bus",
-            &url,
-        ])
-        .await,
-    );
+    cli_stdout(&apply(&url, &file, &["--approve"]).await);
     bus.wait_for_count("items.out", 20).await;
     wait_until("a few polls", || *served.polls.lock().unwrap() >= 10).await;
 
@@ -727,7 +714,7 @@ async fn a_rolling_upgrade_under_load_loses_and_doubles_nothing() {
         )
     };
     let file = write(dir.path(), "v1.toml", &pipeline("1.0.0"));
-    cli_stdout(&plexus(&["apply", "-c", &file.display().to_string(), "--bus", &url]).await);
+    cli_stdout(&apply(&url, &file, &[]).await);
     for host in &mut hosts {
         host.wait_line("plexus: fleet applied; added [\"orders\"]");
     }
@@ -760,8 +747,7 @@ async fn a_rolling_upgrade_under_load_loses_and_doubles_nothing() {
     });
     bus.wait_for_count("up.out", 2_000).await;
     let file = write(dir.path(), "v2.toml", &pipeline("1.1.0"));
-    let plan =
-        cli_stdout(&plexus(&["apply", "-c", &file.display().to_string(), "--bus", &url]).await);
+    let plan = cli_stdout(&apply(&url, &file, &[]).await);
     assert!(
         plan.contains("orders") && plan.contains("changed"),
         "{plan}"
