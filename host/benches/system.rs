@@ -707,7 +707,7 @@ async fn main() {
     }
     let dir = tempfile::tempdir().unwrap();
     let binary = find_binary(None).expect("nats-server: run `just setup`");
-    let server = EmbeddedNats::start(&binary, &dir.path().join("nats"), None).unwrap();
+    let server = EmbeddedNats::start(&binary, &dir.path().join("nats"), None, None).unwrap();
     let url = server.client_url();
     let url = url.as_str();
     let client = plexus_host::bus::Bus::connect(url).await.unwrap().client;

@@ -99,6 +99,36 @@ fn in_use_is_usage(error: anyhow::Error) -> HostError {
     }
 }
 
+/// The embedded server's link to the hub, with its password resolved.
+fn leaf(edge: &crate::config::EdgeConfig, config: &Config) -> Result<embedded::Leaf, HostError> {
+    let user_password = match (&edge.user, &edge.password) {
+        (Some(user), Some(secret)) => {
+            let password = crate::capability::resolve_secrets(
+                std::slice::from_ref(secret),
+                config.secrets_file.as_deref(),
+            )
+            .map_err(|e| HostError::Usage(format!("{}: {e:#}", config.file.display())))?
+            .remove(secret)
+            .ok_or_else(|| {
+                HostError::Usage(format!(
+                    "{}: [bus].leaf_password names the secret {secret:?}, which has no value (set PLEXUS_SECRET_{} or put it in [host].secrets_file)",
+                    config.file.display(),
+                    secret.to_ascii_uppercase().replace('-', "_")
+                ))
+            })?;
+            Some((user.clone(), password))
+        }
+        _ => None,
+    };
+    Ok(embedded::Leaf {
+        urls: edge.leaf.clone(),
+        user_password,
+        creds: edge.creds.clone(),
+        tls: edge.tls.clone(),
+        domain: edge.domain.clone(),
+    })
+}
+
 /// Load (compile or fetch from cache) and world-check every connector's plugin,
 /// off the async runtime. Nothing is started.
 pub async fn load_plugins(runtime: &Runtime, config: &Config) -> Result<Vec<Plugin>, HostError> {
@@ -188,8 +218,13 @@ impl Host {
             }
             None => {
                 let binary = embedded::find_binary(config.bus.nats_server.as_deref())?;
-                let server = EmbeddedNats::start(&binary, &config.data_dir.join("nats"), None)
-                    .map_err(in_use_is_usage)?;
+                let leaf = match &config.bus.edge {
+                    Some(edge) => Some(leaf(edge, &config)?),
+                    None => None,
+                };
+                let server =
+                    EmbeddedNats::start(&binary, &config.data_dir.join("nats"), None, leaf)
+                        .map_err(in_use_is_usage)?;
                 tracing::info!(url = server.url(), "Embedded bus started.");
                 (
                     Bus::connect_with(server.url(), &server.auth(), None, limits).await?,
@@ -234,6 +269,11 @@ impl Host {
         }
 
         let shared = Shared {
+            facility: config
+                .bus
+                .edge
+                .as_ref()
+                .map(|e| Arc::from(e.facility.as_str())),
             bus,
             metrics,
             inbound,

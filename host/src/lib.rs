@@ -13,6 +13,7 @@ pub mod config;
 pub mod connector;
 pub mod contract;
 pub mod control;
+pub mod edge;
 pub mod engine;
 pub mod fleet;
 pub mod host;

@@ -654,27 +654,6 @@ fn listed(line: &str, list: &str) -> Vec<String> {
         .collect()
 }
 
-/// `wasm` with a custom section appended: the same plugin, other bytes.
-fn rebuilt(wasm: &[u8], tag: &str) -> Vec<u8> {
-    let name = b"plexus-test-build";
-    let mut body = vec![name.len() as u8];
-    body.extend_from_slice(name);
-    body.extend_from_slice(tag.as_bytes());
-    let mut out = wasm.to_vec();
-    out.push(0); // custom section
-    let mut size = body.len();
-    loop {
-        let byte = (size & 0x7f) as u8;
-        size >>= 7;
-        out.push(if size == 0 { byte } else { byte | 0x80 });
-        if size == 0 {
-            break;
-        }
-    }
-    out.extend(body);
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_upgrade_under_load_loses_and_doubles_nothing() {
     use std::sync::atomic::{AtomicUsize, Ordering};

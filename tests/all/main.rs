@@ -15,6 +15,7 @@ mod connectors;
 mod contracts;
 mod dead_letters;
 mod delivery;
+mod edge;
 mod edges;
 mod faults;
 mod fleet;

@@ -93,8 +93,9 @@ impl std::ops::Deref for TestBus {
 impl TestBus {
     pub async fn start() -> TestBus {
         let dir = tempfile::tempdir().expect("tempdir");
-        let server = EmbeddedNats::start(&nats_server_binary(), &dir.path().join("nats"), None)
-            .expect("nats-server starts");
+        let server =
+            EmbeddedNats::start(&nats_server_binary(), &dir.path().join("nats"), None, None)
+                .expect("nats-server starts");
         let url = server.client_url();
         let js = plexus_host::bus::Bus::connect(&url)
             .await
@@ -114,6 +115,27 @@ impl TestBus {
 }
 
 impl Probe {
+    /// The stream holding `subject`: the one capturing it, or at a hub, the
+    /// one an edge forwards it into (which captures nothing itself).
+    pub async fn stream_of(&self, subject: &str) -> Option<String> {
+        if let Ok(name) = self.js.stream_by_subject(subject).await {
+            return Some(name);
+        }
+        let mut streams = self.js.streams();
+        while let Some(Ok(info)) = streams.next().await {
+            let forwarded: Vec<String> = info
+                .config
+                .metadata
+                .get(plexus_host::bus::FORWARDED_SUBJECTS)
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or_default();
+            if forwarded.iter().any(|s| s == subject) {
+                return Some(info.config.name.clone());
+            }
+        }
+        None
+    }
+
     /// Create a stream capturing `subject` (as an upstream system would).
     pub async fn stream(&self, name: &str, subject: &str) {
         self.js
@@ -161,7 +183,7 @@ impl Probe {
     pub async fn count(&self, subject: &str) -> u64 {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let Ok(name) = self.js.stream_by_subject(subject).await else {
+            let Some(name) = self.stream_of(subject).await else {
                 return 0;
             };
             let counted = async {
@@ -201,7 +223,7 @@ impl Probe {
 
     /// Wait until connector `name` has nothing pending and nothing unacknowledged.
     pub async fn wait_drained(&self, from: &str, name: &str) {
-        let stream = self.js.stream_by_subject(from).await.expect("input stream");
+        let stream = self.stream_of(from).await.expect("input stream");
         let deadline = Instant::now() + PATIENCE;
         loop {
             let consumer: Result<consumer::PullConsumer, _> = self
@@ -242,7 +264,7 @@ impl Probe {
     /// stream order, without holding them all; returns how many there were.
     pub async fn for_each_payload(&self, subject: &str, mut f: impl FnMut(&[u8])) -> u64 {
         let expected = self.count(subject).await;
-        let name = self.js.stream_by_subject(subject).await.expect("stream");
+        let name = self.stream_of(subject).await.expect("stream");
         let stream = self.js.get_stream(name).await.expect("stream");
         let reader = stream
             .create_consumer(consumer::pull::Config {
@@ -271,7 +293,7 @@ impl Probe {
     /// Every message stored under `subject`, in stream order.
     pub async fn messages(&self, subject: &str) -> Vec<async_nats::jetstream::Message> {
         let expected = self.count(subject).await as usize;
-        let name = self.js.stream_by_subject(subject).await.expect("stream");
+        let name = self.stream_of(subject).await.expect("stream");
         let stream = self.js.get_stream(name).await.expect("stream");
         let reader = stream
             .create_consumer(consumer::pull::Config {
@@ -446,6 +468,11 @@ impl HostProcess {
                 ),
             }
         }
+    }
+
+    /// The stdout lines printed so far and not yet read, without waiting.
+    pub fn lines_so_far(&mut self) -> Vec<String> {
+        self.lines.try_iter().collect()
     }
 
     pub fn signal(&self, signal: &str) {
@@ -764,4 +791,171 @@ impl Drop for TestCluster {
             let _ = node.wait();
         }
     }
+}
+
+// ---------------------------------------------------------------- a hub and its edges
+
+/// A hub: one `nats-server` with JetStream in domain `hub`, a client port,
+/// and a leaf node port edges join with user `leaf`, password [`LEAF_PASSWORD`].
+pub struct TestHub {
+    pub node: Option<Child>,
+    /// `nats://…` of its client port.
+    pub url: String,
+    pub leaf_port: u16,
+    probe: Probe,
+    _dir: tempfile::TempDir,
+}
+
+/// The password edges join the test hub's leaf port with.
+pub const LEAF_PASSWORD: &str = "leaf-secret-1";
+
+impl std::ops::Deref for TestHub {
+    type Target = Probe;
+    fn deref(&self) -> &Probe {
+        &self.probe
+    }
+}
+
+impl TestHub {
+    pub async fn start() -> TestHub {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (client, leaf_port) = (free_port(), free_port());
+        let config = dir.path().join("hub.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "server_name: hub\nhost: 127.0.0.1\nport: {client}\njetstream {{ domain: hub, store_dir: \"{}\" }}\nleafnodes {{\n  host: 127.0.0.1\n  port: {leaf_port}\n  no_advertise: true\n  authorization {{ user: leaf, password: \"{LEAF_PASSWORD}\" }}\n}}\n",
+                dir.path().join("store").display()
+            ),
+        )
+        .expect("hub config");
+        let url = format!("nats://127.0.0.1:{client}");
+        let node = Some(TestHub::spawn(&config, dir.path()));
+        let js = loop_connect(&url).await;
+        TestHub {
+            node,
+            url,
+            leaf_port,
+            probe: Probe { js },
+            _dir: dir,
+        }
+    }
+
+    fn spawn(config: &Path, dir: &Path) -> Child {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join("hub.log"))
+            .expect("log");
+        Command::new(nats_server_binary())
+            .arg("-c")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("nats-server starts")
+    }
+}
+
+/// A client of `url` once JetStream answers there.
+async fn loop_connect(url: &str) -> jetstream::Context {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Ok(bus) = plexus_host::bus::Bus::connect(url).await
+            && bus.js.query_account().await.is_ok()
+        {
+            return bus.js;
+        }
+        assert!(Instant::now() < deadline, "the hub did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        if let Some(node) = &mut self.node {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+    }
+}
+
+/// A WAN link that can be cut: a TCP relay on a loopback port to
+/// `upstream`. Cut, it closes every connection and refuses new ones.
+pub struct Link {
+    pub port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    pub async fn start(upstream: u16) -> Link {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (cut, watching) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if *watching.borrow() {
+                    drop(inbound);
+                    continue;
+                }
+                let mut watching = watching.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = watching.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Link { port, cut, task }
+    }
+
+    /// Drop every connection and refuse new ones.
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// Let connections through again.
+    pub fn restore(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `wasm` with a custom section appended: the same plugin, other bytes.
+pub fn rebuilt(wasm: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"plexus-test-build";
+    let mut body = vec![name.len() as u8];
+    body.extend_from_slice(name);
+    body.extend_from_slice(tag.as_bytes());
+    let mut out = wasm.to_vec();
+    out.push(0); // custom section
+    let mut size = body.len();
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        out.push(if size == 0 { byte } else { byte | 0x80 });
+        if size == 0 {
+            break;
+        }
+    }
+    out.extend(body);
+    out
 }

@@ -8,6 +8,10 @@
 //! second. A server left running by a host that was killed is found by its
 //! pid file and stopped before a new one starts on the same store. The child
 //! gets a clean environment, so no `PLEXUS_SECRET_*` reaches it.
+//!
+//! At an edge ([`Leaf`]) the server has a JetStream domain of its own and
+//! is a leaf node of the hub: what the host publishes is stored here first,
+//! and the link to the hub comes and goes without the host noticing.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -33,8 +37,87 @@ pub struct EmbeddedNats {
     binary: PathBuf,
     store: PathBuf,
     password: String,
+    leaf: Option<Leaf>,
     /// Held while the server runs: a second host on the store is refused.
     _lock: Option<File>,
+}
+
+/// An embedded server's link to the hub: a leaf node remote, in a
+/// JetStream domain of its own.
+#[derive(Clone)]
+pub struct Leaf {
+    /// The hub's leaf node URLs.
+    pub urls: Vec<String>,
+    /// User and password for the leaf connection.
+    pub user_password: Option<(String, String)>,
+    /// Credentials file for the leaf connection.
+    pub creds: Option<PathBuf>,
+    /// TLS towards the hub's leaf port.
+    pub tls: Option<crate::config::BusTls>,
+    /// This server's JetStream domain.
+    pub domain: String,
+}
+
+impl Leaf {
+    /// The `jetstream` and `leafnodes` blocks of the server's config.
+    fn config(&self) -> String {
+        let quote = |s: &str| serde_json::Value::from(s).to_string();
+        let urls: Vec<String> = self
+            .urls
+            .iter()
+            .map(|url| {
+                let url = match &self.user_password {
+                    Some((user, password)) => url.replacen(
+                        "://",
+                        &format!("://{}:{}@", escape(user), escape(password)),
+                        1,
+                    ),
+                    None => url.clone(),
+                };
+                quote(&url)
+            })
+            .collect();
+        let mut remote = format!("    urls: [{}]\n", urls.join(", "));
+        if let Some(creds) = &self.creds {
+            remote.push_str(&format!(
+                "    credentials: {}\n",
+                quote(&creds.display().to_string())
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            remote.push_str("    tls {\n");
+            for (key, file) in [
+                ("ca_file", &tls.ca),
+                ("cert_file", &tls.cert),
+                ("key_file", &tls.key),
+            ] {
+                if let Some(file) = file {
+                    remote.push_str(&format!(
+                        "      {key}: {}\n",
+                        quote(&file.display().to_string())
+                    ));
+                }
+            }
+            remote.push_str("    }\n");
+        }
+        format!(
+            "jetstream {{\n  domain: {}\n}}\nleafnodes {{\n  reconnect: \"1s\"\n  remotes [\n   {{\n{remote}   }}\n  ]\n}}\n",
+            quote(&self.domain)
+        )
+    }
+}
+
+/// Percent-encode what a URL's user info cannot hold as it is.
+fn escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// `nats-server` could not be found.
@@ -91,16 +174,26 @@ impl EmbeddedNats {
     /// Start a server with JetStream storing under `store`, on `port` (or a
     /// free one), for the one host that locks the store, and wait until it
     /// accepts clients.
-    pub fn start(binary: &Path, store: &Path, port: Option<u16>) -> anyhow::Result<EmbeddedNats> {
+    pub fn start(
+        binary: &Path,
+        store: &Path,
+        port: Option<u16>,
+        leaf: Option<Leaf>,
+    ) -> anyhow::Result<EmbeddedNats> {
         std::fs::create_dir_all(store)
             .with_context(|| format!("cannot create {}", store.display()))?;
         let lock = lock(store, "plexus.lock")?;
-        let mut server = EmbeddedNats::spawn(binary, store, port)?;
+        let mut server = EmbeddedNats::spawn(binary, store, port, leaf)?;
         server._lock = Some(lock);
         Ok(server)
     }
 
-    fn spawn(binary: &Path, store: &Path, port: Option<u16>) -> anyhow::Result<EmbeddedNats> {
+    fn spawn(
+        binary: &Path,
+        store: &Path,
+        port: Option<u16>,
+        leaf: Option<Leaf>,
+    ) -> anyhow::Result<EmbeddedNats> {
         stop_orphan(store);
         let password = credentials(store)?;
         let ports_dir = store.join("ports");
@@ -110,7 +203,10 @@ impl EmbeddedNats {
         let conf = store.join("nats-server.conf");
         write_private(
             &conf,
-            &format!("authorization {{\n  user: \"{USER}\"\n  password: \"{password}\"\n}}\n"),
+            &format!(
+                "authorization {{\n  user: \"{USER}\"\n  password: \"{password}\"\n}}\n{}",
+                leaf.as_ref().map(Leaf::config).unwrap_or_default()
+            ),
         )?;
         let log = store.join("nats-server.log");
         let port_arg = port.map_or("-1".to_owned(), |p| p.to_string());
@@ -168,6 +264,7 @@ impl EmbeddedNats {
             binary: binary.to_owned(),
             store: store.to_owned(),
             password,
+            leaf,
             _lock: None,
         })
     }
@@ -199,7 +296,12 @@ impl EmbeddedNats {
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
         let lock = self._lock.take();
-        let mut fresh = EmbeddedNats::spawn(&self.binary, &self.store, Some(self.port))?;
+        let mut fresh = EmbeddedNats::spawn(
+            &self.binary,
+            &self.store,
+            Some(self.port),
+            self.leaf.clone(),
+        )?;
         fresh._lock = lock;
         *self = fresh;
         Ok(())

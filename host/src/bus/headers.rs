@@ -15,6 +15,9 @@ pub const SOURCE: &str = "Plexus-Source";
 pub const HOPS: &str = "Plexus-Hops";
 /// Trace id carried unchanged from the first hop.
 pub const TRACE: &str = "Plexus-Trace";
+/// The facility whose edge host the record entered at; carried onto
+/// everything derived from it.
+pub const FACILITY: &str = "Plexus-Facility";
 /// Why a record was dead-lettered.
 pub const ERROR: &str = "Plexus-Error";
 /// How many times it was delivered before being dead-lettered.

@@ -307,6 +307,20 @@ impl Bus {
         })
     }
 
+    /// The same connection speaking to the JetStream of `domain`: an edge
+    /// host reaches the hub's buckets and streams over its leaf node this way.
+    pub fn in_domain(&self, domain: &str) -> Bus {
+        let js = jetstream::context::ContextBuilder::new()
+            .max_ack_inflight(crate::connector::CLIENT_ACK_BUDGET)
+            .domain(domain)
+            .build(self.client.clone());
+        Bus {
+            client: self.client.clone(),
+            js,
+            limits: self.limits.clone(),
+        }
+    }
+
     /// Wait until JetStream answers (a cluster elects its leader in the
     /// first seconds); an error naming the last failure after `patience`.
     pub async fn wait_for_jetstream(&self, patience: Duration) -> anyhow::Result<()> {
@@ -348,6 +362,11 @@ impl Bus {
                 ));
             }
         }
+        // At the hub, an edge's records arrive in a stream that sources them
+        // and captures no subject itself.
+        if let Some(name) = self.forwarded_stream(subject).await? {
+            return Ok(name);
+        }
         let mut subjects = vec![subject.to_owned()];
         if children && !subject.ends_with('>') {
             subjects.push(format!("{subject}.>"));
@@ -370,6 +389,28 @@ impl Bus {
             .await
             .with_context(|| format!("cannot create stream {name} for {subject}"))?;
         Ok(name)
+    }
+
+    /// The stream an edge forwards `subject` into, at the hub (see
+    /// [`crate::edge`]): named in its metadata, since it has no subjects.
+    async fn forwarded_stream(&self, subject: &str) -> anyhow::Result<Option<String>> {
+        use futures::TryStreamExt as _;
+        let mut streams = self.js.streams();
+        while let Some(info) = streams
+            .try_next()
+            .await
+            .with_context(|| format!("cannot list streams looking for {subject}"))?
+        {
+            if let Some(subjects) = info.config.metadata.get(FORWARDED_SUBJECTS)
+                && serde_json::from_str::<Vec<String>>(subjects)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|pattern| covers(pattern, subject))
+            {
+                return Ok(Some(info.config.name.clone()));
+            }
+        }
+        Ok(None)
     }
 
     async fn check_window(&self, name: &str) -> anyhow::Result<()> {
@@ -458,6 +499,17 @@ impl Bus {
                 .with_context(|| format!("cannot create kv bucket {bucket}")),
         }
     }
+}
+
+/// Stream metadata at the hub: the subjects (JSON list) of the edge streams
+/// a stream sources.
+pub const FORWARDED_SUBJECTS: &str = "plexus-forwarded-subjects";
+
+/// Whether a consumer filtering `filter` reads only what `pattern` captures.
+fn covers(pattern: &str, filter: &str) -> bool {
+    pattern == filter
+        || (!filter.split('.').any(|t| t == "*" || t == ">")
+            && crate::config::subject_matches(pattern, filter))
 }
 
 /// A stream name for a subject: names cannot hold `.`, `*`, `>` or spaces,

@@ -288,6 +288,60 @@ pub(super) async fn hosts(bus: &BusArgs) -> Result<(), HostError> {
             membership::HEARTBEAT_TTL
         );
     }
+    print_edges(&bus, &beats).await
+}
+
+/// The edge hosts: each one's link to the hub and the records it holds that
+/// the hub has not stored yet. An edge whose heartbeat is no longer live is
+/// shown with its link down and what it last said.
+async fn print_edges(bus: &Bus, live: &[Heartbeat]) -> Result<(), HostError> {
+    let edges = membership::edges(bus).await?;
+    if edges.is_empty() {
+        return Ok(());
+    }
+    println!();
+    let mut rows = vec![
+        [
+            "EDGE",
+            "FACILITY",
+            "DOMAIN",
+            "LINK",
+            "WAITING",
+            "SINCE",
+            "LAST HEARD",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    for beat in &edges {
+        let Some(state) = &beat.edge else { continue };
+        let live = live.iter().any(|b| b.id == beat.id);
+        let (link, waiting, since) = match (live, state.link_up) {
+            (true, true) => ("up", state.waiting.to_string(), state.since.clone()),
+            // Not heard from: what waits there now is unknown here; at
+            // least what it held then.
+            _ => (
+                "down",
+                format!("{} or more", state.waiting),
+                beat.at.clone(),
+            ),
+        };
+        rows.push(vec![
+            beat.id.clone(),
+            state.facility.clone(),
+            state.domain.clone(),
+            link.to_owned(),
+            waiting,
+            since,
+            beat.at.clone(),
+        ]);
+        for (stream, s) in &state.streams {
+            if let Some(problem) = &s.problem {
+                println!("{}: stream {stream} is not forwarded: {problem}", beat.id);
+            }
+        }
+    }
+    print_rows(&rows);
     Ok(())
 }
 
@@ -345,6 +399,11 @@ pub(super) async fn status(bus: &BusArgs, name: Option<&str>) -> Result<(), Host
                 println!("{connector}: failed on {host}: {reason}");
             }
         }
+    }
+    if name.is_none() {
+        let bus = bus.connect().await?;
+        let live = membership::heartbeats(&bus).await?;
+        print_edges(&bus, &live).await?;
     }
     Ok(())
 }

@@ -113,10 +113,12 @@ struct UpArgs {
     #[arg(long, value_name = "FILE", requires = "fleet_bus")]
     ca: Option<PathBuf>,
     /// A label for placement, `key=value` (e.g. facility=st-marys); repeatable.
-    #[arg(long = "label", value_parser = test::key_value, requires = "fleet_bus")]
+    /// For fleet hosts (--bus) and edge hosts ([bus].leaf).
+    #[arg(long = "label", value_parser = test::key_value)]
     labels: Vec<(String, String)>,
     /// This host's id in the fleet (default: hostname and a random suffix).
-    #[arg(long, requires = "fleet_bus")]
+    /// For fleet hosts (--bus) and edge hosts ([bus].leaf).
+    #[arg(long)]
     id: Option<String>,
 }
 
@@ -324,7 +326,7 @@ impl Cli {
                     };
                     up::run_fleet(&args.config.config, &bus, args.labels, args.id).await
                 }
-                Command::Up(args) => up::run(&args.config.config).await,
+                Command::Up(args) => up::run(&args.config.config, args.labels, args.id).await,
                 Command::Deploy(args) => {
                     fleet::deploy(
                         &args.plugin,

@@ -9,8 +9,20 @@ use crate::config::Config;
 use crate::control::watch;
 use crate::host::{Host, HostError};
 
-pub(super) async fn run(file: &Path) -> Result<(), HostError> {
+pub(super) async fn run(
+    file: &Path,
+    labels: Vec<(String, String)>,
+    id: Option<String>,
+) -> Result<(), HostError> {
     let config = Config::load(file)?;
+    if config.bus.edge.is_some() {
+        return run_fleet_host(config, labels, id).await;
+    }
+    if !labels.is_empty() || id.is_some() {
+        return Err(HostError::Usage(
+            "--label and --id are for fleet hosts (--bus) and edge hosts ([bus].leaf)".into(),
+        ));
+    }
     let watched: watch::Watched = Arc::new(Mutex::new(watched_files(&config)));
     // Watch from the moment the config was read: an edit made while the host
     // starts is picked up as soon as it is running.
@@ -96,6 +108,12 @@ pub(super) async fn run_fleet(
             file.display()
         )));
     }
+    if config.bus.edge.is_some() {
+        return Err(HostError::Usage(format!(
+            "{}: an edge host ([bus].leaf) runs its own bus joined to the hub; start it without --bus",
+            file.display()
+        )));
+    }
     config.bus.url = bus.bus.clone();
     if let Some(creds) = &bus.creds {
         config.bus.creds = Some(creds.clone());
@@ -110,6 +128,16 @@ pub(super) async fn run_fleet(
     if bus.replicas > 1 {
         config.bus.replicas = usize::from(bus.replicas);
     }
+    run_fleet_host(config, labels, id).await
+}
+
+/// Run a host that takes its connectors from the fleet's definitions: one
+/// started with `--bus`, or an edge host (`[bus].leaf`).
+async fn run_fleet_host(
+    mut config: Config,
+    labels: Vec<(String, String)>,
+    id: Option<String>,
+) -> Result<(), HostError> {
     config.fleet.labels.extend(labels);
     let id = id.unwrap_or_else(crate::fleet::membership::default_id);
     crate::fleet::membership::check_id(&id).map_err(HostError::Usage)?;
@@ -117,8 +145,16 @@ pub(super) async fn run_fleet(
     let mut terminate = signal(SignalKind::terminate()).map_err(anyhow::Error::from)?;
     let host = Host::start(config).await?;
     let reconciler = crate::fleet::reconciler::Reconciler::join(host, &id).await?;
+    let edge = match &reconciler.host().config().bus.edge {
+        Some(edge) => format!(
+            "; edge of the hub at {} in domain {:?}",
+            edge.leaf.join(","),
+            edge.domain
+        ),
+        None => String::new(),
+    };
     println!(
-        "plexus: up in the fleet as {id} (labels {:?}); metrics at http://{}/metrics",
+        "plexus: up in the fleet as {id} (labels {:?}); metrics at http://{}/metrics{edge}",
         reconciler.host().config().fleet.labels,
         reconciler.host().http_addr(),
     );

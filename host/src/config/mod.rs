@@ -17,6 +17,12 @@
 //! | `[bus].stream_max_age` | age limit of each stream the host creates | `30days` |
 //! | `[bus].bucket_max_bytes` | size limit of each kv bucket the host creates | `64MiB` |
 //! | `[bus].replicas` | copies a NATS cluster keeps of each stream, bucket and object store the host creates (1–5) | `1` |
+//! | `[bus].leaf` | an edge host: the hub's leaf node URL(s), `nats-leaf://hub.example.org:7422` or `tls://…`; the embedded bus joins the hub as a leaf node and the host joins the fleet | none |
+//! | `[bus].leaf_creds` | credentials file for the leaf connection | none |
+//! | `[bus].leaf_user`, `[bus].leaf_password` | user name for the leaf connection, and the name of the secret holding its password | none |
+//! | `[bus].leaf_tls` | `{ ca, cert, key }` PEM files for the leaf connection | none |
+//! | `[bus].domain` | the edge's JetStream domain, where its records are stored first | `[host].labels.facility` |
+//! | `[bus].hub_domain` | the hub's JetStream domain (its servers set `jetstream { domain: … }`) | `hub` |
 //! | `[host].data_dir` | embedded bus store, compiled-plugin cache, tokens | `.plexus` beside the config |
 //! | `[host].http` | address of the admin endpoint: dashboard, `/metrics`, `/connectors`, `/ingest/<name>` | `127.0.0.1:7700` |
 //! | `[host].tokens` | the admin endpoint's bearer tokens, stored hashed (`plexus token create`) | `<data_dir>/tokens.toml` |
@@ -58,6 +64,7 @@
 //! | `placement` | labels a fleet host must carry to run the connector, e.g. `{ facility = "st-marys" }` | any host |
 
 mod connector;
+mod edge;
 mod grants;
 mod schedule;
 pub mod values;
@@ -72,6 +79,7 @@ pub use connector::{
     ConnectorSpec, Delivery, Kind, Limits, Listener, ListenerTls, PluginRef, PluginSource, Role,
     Trigger,
 };
+pub use edge::EdgeConfig;
 pub use grants::{FileGrant, Grants, Origin};
 pub use schedule::Schedule;
 pub use values::{Subject, SubjectFilter, check_subject, parse_bytes, subject_matches};
@@ -177,6 +185,8 @@ pub struct BusConfig {
     pub bucket_max_bytes: usize,
     /// Copies a cluster keeps of each stream and bucket the host creates.
     pub replicas: usize,
+    /// An edge host: its embedded bus is a leaf node of the hub.
+    pub edge: Option<EdgeConfig>,
 }
 
 impl Default for BusConfig {
@@ -194,6 +204,7 @@ impl Default for BusConfig {
             stream_max_age: 30 * DAY,
             bucket_max_bytes: 64 << 20,
             replicas: 1,
+            edge: None,
         }
     }
 }
@@ -237,6 +248,13 @@ struct RawBus {
     stream_max_age: Option<String>,
     bucket_max_bytes: Option<String>,
     replicas: Option<usize>,
+    leaf: Option<String>,
+    leaf_creds: Option<PathBuf>,
+    leaf_user: Option<String>,
+    leaf_password: Option<String>,
+    leaf_tls: Option<BusTls>,
+    domain: Option<String>,
+    hub_domain: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -329,7 +347,18 @@ impl Config {
                 format!("[host].http {http:?} is not an address like 127.0.0.1:7700"),
             ));
         }
-        let bus = bus(raw.bus, &resolve).map_err(|reason| err(None, reason))?;
+        let bus = bus(raw.bus, &raw.host.labels, &resolve).map_err(|reason| err(None, reason))?;
+        if let Some(edge) = &bus.edge
+            && !raw.connectors.is_empty()
+        {
+            return Err(err(
+                None,
+                format!(
+                    "an edge host ([bus].leaf) takes its connectors from the hub's fleet definitions; move the [[connector]] tables to a file for `plexus apply` at the hub, placed with `placement = {{ facility = \"{}\" }}`",
+                    edge.facility
+                ),
+            ));
+        }
         let data_dir = resolve(&raw.host.data_dir.unwrap_or_else(|| ".plexus".into()));
         let secrets_file = raw.host.secrets_file.map(|p| resolve(&p));
         let tokens = raw
@@ -472,12 +501,25 @@ fn protected_paths(
             paths.push(("[bus].tls", p.clone()));
         }
     }
+    if let Some(edge) = &bus.edge {
+        paths.extend(edge.creds.clone().map(|p| ("[bus].leaf_creds", p)));
+        if let Some(tls) = &edge.tls {
+            for p in [&tls.ca, &tls.cert, &tls.key].into_iter().flatten() {
+                paths.push(("[bus].leaf_tls", p.clone()));
+            }
+        }
+    }
     paths
 }
 
 /// Secrets that hold the host's own bus credentials.
 fn reserved_secrets(bus: &BusConfig) -> Vec<String> {
-    bus.nkey.iter().chain(&bus.password).cloned().collect()
+    bus.nkey
+        .iter()
+        .chain(&bus.password)
+        .chain(bus.edge.iter().flat_map(|e| &e.password))
+        .cloned()
+        .collect()
 }
 
 fn one_definition(
@@ -533,8 +575,26 @@ fn connectors(
     Ok(connectors)
 }
 
-fn bus(raw: RawBus, resolve: &dyn Fn(&Path) -> PathBuf) -> Result<BusConfig, String> {
+fn bus(
+    raw: RawBus,
+    labels: &std::collections::BTreeMap<String, String>,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<BusConfig, String> {
     let defaults = BusConfig::default();
+    let edge = edge::parse(
+        edge::RawEdge {
+            leaf: raw.leaf,
+            creds: raw.leaf_creds,
+            user: raw.leaf_user,
+            password: raw.leaf_password,
+            tls: raw.leaf_tls,
+            domain: raw.domain,
+            hub_domain: raw.hub_domain,
+        },
+        raw.url.as_deref(),
+        labels,
+        resolve,
+    )?;
     if let Some(url) = raw.url.as_deref() {
         for one in url.split(',') {
             if one.contains("://") && !(one.starts_with("nats://") || one.starts_with("tls://")) {
@@ -639,6 +699,7 @@ fn bus(raw: RawBus, resolve: &dyn Fn(&Path) -> PathBuf) -> Result<BusConfig, Str
             Some(n @ 1..=5) => n,
             Some(n) => return Err(format!("[bus].replicas {n} must be between 1 and 5")),
         },
+        edge,
     })
 }
 

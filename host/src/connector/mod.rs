@@ -85,6 +85,8 @@ pub struct Shared {
     pub secrets_file: Option<std::path::PathBuf>,
     /// The audit log.
     pub audit: crate::observe::Audit,
+    /// An edge host's facility, stamped on what its sources publish.
+    pub facility: Option<Arc<str>>,
 }
 
 /// A connector at work.
@@ -196,6 +198,7 @@ impl Running {
                     contracts,
                     collisions: identity::Collisions::default(),
                     audit: shared.audit.clone(),
+                    facility: shared.facility.clone(),
                 });
                 match trigger {
                     Trigger::Schedule(schedule) => {

@@ -15,6 +15,8 @@ pub struct Lineage {
     source: String,
     hops: Option<String>,
     trace: String,
+    /// The facility the record entered at, when it entered at an edge.
+    facility: Option<String>,
 }
 
 fn header<'a>(map: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
@@ -33,19 +35,21 @@ impl Lineage {
             hops: header(h, headers::HOPS).map(str::to_owned),
             trace: header(h, headers::TRACE)
                 .map_or_else(|| headers::trace_id(&identity), str::to_owned),
+            facility: header(h, headers::FACILITY).map(str::to_owned),
             identity,
         }
     }
 
     /// The lineage of a record entering Plexus through a source: its identity is
     /// the source record id, so polling or posting it again yields the same ids.
-    pub fn origin(connector: &str, record_id: &str) -> Lineage {
+    pub fn origin(connector: &str, record_id: &str, facility: Option<&str>) -> Lineage {
         let source = format!("{connector}:{record_id}");
         Lineage {
             identity: record_id.to_owned(),
             trace: headers::trace_id(&source),
             source,
             hops: None,
+            facility: facility.map(str::to_owned),
         }
     }
 
@@ -91,6 +95,13 @@ impl Lineage {
         };
         h.insert(headers::HOPS, hops.as_str());
         h.insert(headers::TRACE, self.trace.as_str());
+        if let Some(facility) = self
+            .facility
+            .as_deref()
+            .filter(|f| valid_header(headers::FACILITY, f))
+        {
+            h.insert(headers::FACILITY, facility);
+        }
         h
     }
 }

@@ -58,6 +58,8 @@ pub(crate) struct Source {
     pub(super) contracts: Arc<Contracts>,
     pub(super) collisions: Collisions,
     pub(super) audit: crate::observe::Audit,
+    /// At an edge: the facility, part of every identity and stamped on every record.
+    pub(super) facility: Option<Arc<str>>,
 }
 
 /// What one poll did.
@@ -350,6 +352,13 @@ impl Source {
         } else {
             record.key.clone()
         };
+        // Two facilities' senders may share names and numbering: at an edge
+        // the facility is part of where a record came from.
+        let origin = match &self.facility {
+            Some(facility) => std::borrow::Cow::Owned(format!("{facility}/{origin}")),
+            None => std::borrow::Cow::Borrowed(origin),
+        };
+        let origin = origin.as_ref();
         let id = identity::of(origin, &key, &record.payload);
         if !record.key.is_empty() && self.collisions.reused(&key, &id) {
             self.metrics.key_collision(&self.name);
@@ -370,7 +379,7 @@ impl Source {
             Ok(subject) => subject,
             Err(reason) => return Err(refuse(reason, record)),
         };
-        let lineage = Lineage::origin(&self.name, &id);
+        let lineage = Lineage::origin(&self.name, &id, self.facility.as_deref());
         let headers = lineage.output_headers(&self.name, &self.hop, 0, &record);
         let max = self.publisher.max_payload();
         let size = record.payload.len() + header_bytes(&headers);

@@ -48,6 +48,9 @@ pub struct Heartbeat {
     /// The leases it holds.
     #[serde(default)]
     pub leases: Vec<String>,
+    /// An edge host's link to the hub and what waits to be forwarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge: Option<crate::edge::ForwardState>,
 }
 
 /// A host id: its name and a random suffix, so two hosts on one machine differ.
@@ -106,6 +109,27 @@ pub async fn heartbeats(bus: &Bus) -> anyhow::Result<Vec<Heartbeat>> {
     Ok(beats)
 }
 
+/// The last heartbeat of every edge host, kept (no TTL): an edge whose link
+/// is down is shown as such, not forgotten.
+pub async fn edges(bus: &Bus) -> anyhow::Result<Vec<Heartbeat>> {
+    let Some(store) = super::existing(bus, super::EDGES).await? else {
+        return Ok(Vec::new());
+    };
+    let mut beats = Vec::new();
+    for key in super::keys(&store).await? {
+        if let Some(value) = store
+            .get(&key)
+            .await
+            .context("cannot read an edge's heartbeat")?
+            && let Ok(beat) = serde_json::from_slice::<Heartbeat>(&value)
+        {
+            beats.push(beat);
+        }
+    }
+    beats.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(beats)
+}
+
 async fn leases_bucket(bus: &Bus, ttl: Duration) -> anyhow::Result<kv::Store> {
     super::bucket(bus, super::LEASES, 1, Some(ttl)).await
 }
@@ -114,14 +138,22 @@ async fn leases_bucket(bus: &Bus, ttl: Duration) -> anyhow::Result<kv::Store> {
 pub struct Membership {
     id: String,
     hosts: kv::Store,
+    /// An edge's: where its last heartbeat is kept.
+    edges: Option<kv::Store>,
 }
 
 impl Membership {
-    /// Join the fleet as `id`.
-    pub async fn join(bus: &Bus, id: &str) -> anyhow::Result<Membership> {
+    /// Join the fleet as `id` (an `edge` host's heartbeat is also kept).
+    pub async fn join(bus: &Bus, id: &str, edge: bool) -> anyhow::Result<Membership> {
+        let edges = if edge {
+            Some(super::bucket(bus, super::EDGES, 1, None).await?)
+        } else {
+            None
+        };
         Ok(Membership {
             id: id.to_owned(),
             hosts: hosts_bucket(bus).await?,
+            edges,
         })
     }
 
@@ -133,8 +165,15 @@ impl Membership {
     /// Write the heartbeat.
     pub async fn beat(&self, beat: &Heartbeat) -> anyhow::Result<()> {
         let value = serde_json::to_vec(beat).context("cannot encode the heartbeat")?;
+        let value = bytes::Bytes::from(value);
+        if let Some(edges) = &self.edges {
+            edges
+                .put(&self.id, value.clone())
+                .await
+                .context("cannot write the heartbeat")?;
+        }
         self.hosts
-            .put(&self.id, value.into())
+            .put(&self.id, value)
             .await
             .context("cannot write the heartbeat")?;
         Ok(())

@@ -9,9 +9,11 @@
 //! | `plexus-registry` | kv, `name.version` → digest, world, signature | `plexus deploy` | `plexus apply`, hosts |
 //! | `plexus-connectors` | kv, connector name → its `[[connector]]` table | `plexus apply`, `plexus rm` | hosts (watched) |
 //! | `plexus-hosts` | kv with a TTL, host id → heartbeat | each host | `plexus hosts`, `ls`, `status` |
-//! | `plexus-leases` | kv with a TTL, connector name → holder | hosts | hosts, `plexus ls` |
+//! | `plexus-edges` | kv, edge host id → its last heartbeat (kept) | edge hosts | `plexus hosts`, `status` |
+//! | `plexus-leases` | kv with a TTL, connector name → holder | hosts (an edge keeps its own, in its domain) | hosts, `plexus ls` |
 
 pub mod definitions;
+pub mod known;
 pub mod membership;
 pub mod reconciler;
 pub mod registry;
@@ -30,6 +32,8 @@ pub const REGISTRY: &str = "plexus-registry";
 pub const CONNECTORS: &str = "plexus-connectors";
 /// Heartbeats, one key per host.
 pub const HOSTS: &str = "plexus-hosts";
+/// The last heartbeat of each edge host, kept while its link is down.
+pub const EDGES: &str = "plexus-edges";
 /// Leases on connectors one host at a time may run.
 pub const LEASES: &str = "plexus-leases";
 

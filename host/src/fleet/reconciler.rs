@@ -8,6 +8,13 @@
 //! Every pass reads the whole bucket (level-triggered): a missed or
 //! coalesced watch event costs nothing but latency, and a periodic pass
 //! catches anything the watch could not deliver.
+//!
+//! What a pass read is kept (`known`): when the control plane cannot be
+//! read — an edge whose link to the hub is down — the host runs the last
+//! definitions it read, after a restart too, and says so. An edge's
+//! control plane is the hub's JetStream domain; its leases stay in its own
+//! (they guard listeners on this site's machines), and it forwards what
+//! its connectors publish (`crate::edge`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -17,9 +24,12 @@ use futures::StreamExt as _;
 use tokio::sync::watch;
 
 use super::definitions;
+use super::known::Known;
 use super::membership::{HEARTBEAT_EVERY, Heartbeat, LeaseAsk, Leases, Membership};
-use super::registry::Registry;
+use super::registry::{self, Entry, Registry};
+use crate::bus::Bus;
 use crate::config::{ConnectorSpec, PluginSource};
+use crate::edge::Forwarder;
 use crate::host::Host;
 use crate::plugin::Plugin;
 
@@ -28,12 +38,42 @@ const RESYNC_EVERY: Duration = Duration::from_secs(15);
 /// The first retry after a connector failed to start.
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 
-/// A host taking its connectors from the bus.
-pub struct Reconciler {
-    host: Host,
+/// How long an edge waits for the hub when it starts before running the
+/// last known definitions.
+const HUB_PATIENCE: Duration = Duration::from_secs(5);
+
+/// The control plane's buckets, once opened.
+struct Control {
     registry: Registry,
     definitions: async_nats::jetstream::kv::Store,
     membership: Membership,
+}
+
+impl Control {
+    async fn open(bus: &Bus, id: &str, edge: bool) -> anyhow::Result<Control> {
+        Ok(Control {
+            membership: Membership::join(bus, id, edge).await?,
+            registry: Registry::open(bus).await?,
+            definitions: definitions::bucket(bus).await?,
+        })
+    }
+}
+
+/// A host taking its connectors from the bus.
+pub struct Reconciler {
+    host: Host,
+    id: String,
+    /// Where the control plane is: the hub's domain for an edge.
+    control_bus: Bus,
+    /// Its buckets; `None` until an edge first reaches the hub.
+    control: Option<Control>,
+    /// What was last read from it.
+    known: Known,
+    /// Registry entries looked up in this pass, kept with the definitions.
+    entries: BTreeMap<String, Entry>,
+    /// Since when the definitions could not be read (said once).
+    unreadable: bool,
+    forwarder: Option<Forwarder>,
     leases: Leases,
     labels: BTreeMap<String, String>,
     started_at: String,
@@ -54,21 +94,58 @@ impl Reconciler {
         let labels = config.fleet.labels.clone();
         let ttl = config.fleet.lease_ttl;
         let patience = Duration::from_secs(60);
-        let membership =
-            crate::bus::patiently("join the fleet", patience, || Membership::join(&bus, id))
-                .await?;
+        let edge = config.bus.edge.clone();
+        let control_bus = match &edge {
+            Some(edge) => bus.in_domain(&edge.hub_domain),
+            None => bus.clone(),
+        };
         let leases =
             crate::bus::patiently("keep leases", patience, || Leases::start(&bus, id, ttl)).await?;
-        let registry =
-            crate::bus::patiently("open the registry", patience, || Registry::open(&bus)).await?;
-        let definitions = crate::bus::patiently("open the definitions", patience, || {
-            definitions::bucket(&bus)
-        })
-        .await?;
+        let control = match &edge {
+            // An edge starts whether or not the hub answers.
+            Some(_) => {
+                match tokio::time::timeout(HUB_PATIENCE, Control::open(&control_bus, id, true))
+                    .await
+                {
+                    Ok(Ok(control)) => Some(control),
+                    Ok(Err(error)) => {
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            "The hub's control plane cannot be read; running the last known definitions until it can."
+                        );
+                        None
+                    }
+                    Err(_) => {
+                        tracing::warn!(
+                            "The hub does not answer; running the last known definitions until it does."
+                        );
+                        None
+                    }
+                }
+            }
+            None => Some(
+                crate::bus::patiently("join the fleet", patience, || {
+                    Control::open(&control_bus, id, false)
+                })
+                .await?,
+            ),
+        };
+        let forwarder = edge.as_ref().map(|edge| {
+            Forwarder::start(
+                bus.clone(),
+                control_bus.clone(),
+                edge,
+                host.metrics().clone(),
+            )
+        });
         Ok(Reconciler {
-            registry,
-            definitions,
-            membership,
+            id: id.to_owned(),
+            known: Known::load(&config.data_dir),
+            entries: BTreeMap::new(),
+            unreadable: false,
+            control_bus,
+            control,
+            forwarder,
             leases,
             labels,
             started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -87,11 +164,14 @@ impl Reconciler {
     /// Reconcile until `stop` turns true, then stop the connectors and
     /// leave the fleet.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut events = self.definitions.watch_all().await.ok();
-        // A plugin deployed after the definition naming it (or an index
-        // entry changed) is looked at at once, not at the next resync.
-        let mut deployed = self.registry.watch().await.ok();
+        let (mut events, mut deployed) = self.watches().await;
         let mut held = self.leases.watch();
+        // An edge whose link comes back reads the hub at once.
+        let mut link = match &self.forwarder {
+            Some(forwarder) => forwarder.watch(),
+            None => watch::channel(crate::edge::ForwardState::default()).1,
+        };
+        let mut link_up = link.borrow().link_up;
         let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
         let mut resync = tokio::time::interval(RESYNC_EVERY);
         // After a connector failed to start (often a bus hiccup), try again
@@ -135,13 +215,24 @@ impl Reconciler {
                         self.sync().await;
                     }
                 }
+                changed = link.changed(), if self.forwarder.is_some() => {
+                    let up = changed.is_ok() && link.borrow_and_update().link_up;
+                    if up && !link_up {
+                        (events, deployed) = self.watches().await;
+                        self.sync().await;
+                        self.beat().await;
+                    } else if !up && link_up {
+                        // Say at once that the last known definitions run.
+                        self.sync().await;
+                    }
+                    link_up = up;
+                }
                 _ = beat.tick() => self.beat().await,
                 _ = resync.tick() => {
-                    if events.is_none() {
-                        events = self.definitions.watch_all().await.ok();
-                    }
-                    if deployed.is_none() {
-                        deployed = self.registry.watch().await.ok();
+                    if events.is_none() || deployed.is_none() {
+                        let (e, d) = self.watches().await;
+                        events = events.or(e);
+                        deployed = deployed.or(d);
                     }
                     self.sync().await;
                 }
@@ -153,49 +244,89 @@ impl Reconciler {
         }
         let Reconciler {
             host,
-            membership,
+            control,
             leases,
+            forwarder,
             ..
         } = self;
+        if let Some(forwarder) = forwarder {
+            forwarder.stop().await;
+        }
         // Connectors first: a lease is given up only once its connector has stopped.
         host.shutdown().await;
         leases.release_all().await;
         // Bounded: with the bus down, the heartbeat expires anyway.
-        let _ = tokio::time::timeout(Duration::from_secs(5), membership.leave()).await;
+        if let Some(control) = control {
+            let _ = tokio::time::timeout(Duration::from_secs(5), control.membership.leave()).await;
+        }
+    }
+
+    /// The control plane's buckets, opened now if they were not yet (an
+    /// edge that started while the hub did not answer), and watches on the
+    /// definitions and the registry.
+    async fn watches(&mut self) -> (Option<Watch>, Option<Watch>) {
+        if self.control.is_none() {
+            match tokio::time::timeout(
+                HUB_PATIENCE,
+                Control::open(&self.control_bus, &self.id, self.forwarder.is_some()),
+            )
+            .await
+            {
+                Ok(Ok(control)) => {
+                    tracing::info!("The control plane answers.");
+                    self.control = Some(control);
+                }
+                _ => return (None, None),
+            }
+        }
+        let Some(control) = &self.control else {
+            return (None, None);
+        };
+        // A plugin deployed after the definition naming it (or an index
+        // entry changed) is looked at at once, not at the next resync.
+        (
+            control.definitions.watch_all().await.ok(),
+            control.registry.watch().await.ok(),
+        )
     }
 
     /// One pass: read, place, lease, load, run.
     pub async fn sync(&mut self) {
-        let all = match definitions::read_all(&self.definitions).await {
-            Ok(all) => all,
+        let read = match &self.control {
+            Some(control) => definitions::read_all(&control.definitions).await,
+            None => Err(anyhow::anyhow!("the control plane has not answered yet")),
+        };
+        let fresh = read.is_ok();
+        let all = match read {
+            Ok(all) => {
+                if self.unreadable {
+                    self.unreadable = false;
+                    println!("plexus: fleet: the definitions can be read again");
+                }
+                all
+            }
             Err(error) => {
-                tracing::warn!(
-                    error = format!("{error:#}"),
-                    "Cannot read the connector definitions; keeping what runs."
-                );
-                // Except what runs under a lease no longer held.
-                let held = self.leases.held();
-                let keep: Vec<_> = self
-                    .host
-                    .connectors()
-                    .filter_map(|name| self.host.running(name))
-                    .filter(|(spec, _)| !spec.needs_lease() || held.contains(&spec.name))
-                    .map(|(spec, plugin)| (spec.clone(), plugin.clone()))
-                    .collect();
-                let changes = self.host.run_connectors(keep).await;
-                if !changes.removed.is_empty() {
+                if !self.unreadable {
+                    self.unreadable = true;
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "Cannot read the connector definitions."
+                    );
+                    // One line on stdout: operators and tests follow it.
                     println!(
-                        "plexus: fleet applied; added [], swapped [], removed {:?}, failed []",
-                        changes.removed
+                        "plexus: fleet: cannot read the definitions ({error:#}); running the last known ones ({} connector(s), read {})",
+                        self.known.definitions.len(),
+                        if self.known.read_at.is_empty() {
+                            "never"
+                        } else {
+                            &self.known.read_at
+                        }
                     );
                 }
-                self.leases.ask(LeaseAsk {
-                    want: held,
-                    running: self.running_leased(),
-                });
-                return;
+                self.known.definitions.clone()
             }
         };
+        self.entries.clear();
         let mut failed = BTreeMap::new();
         let mut placed: Vec<ConnectorSpec> = Vec::new();
         // Connectors whose new definition this host cannot take keep running as they are.
@@ -264,8 +395,22 @@ impl Reconciler {
                 }
             }
         }
+        if let Some(forwarder) = &self.forwarder {
+            // What this site's connectors publish goes to the hub.
+            forwarder
+                .settle(
+                    wanted
+                        .iter()
+                        .filter_map(|(spec, _)| spec.to().map(|to| to.to_string()))
+                        .collect(),
+                )
+                .await;
+        }
         let changes = self.host.run_connectors(wanted).await;
         self.start_failed = !changes.failed.is_empty();
+        if fresh {
+            self.remember(all);
+        }
         for (name, reason) in &changes.failed {
             if held.contains(name) && self.host.running(name).is_none() {
                 self.stood_down.insert(name.clone(), now + RESYNC_EVERY);
@@ -306,6 +451,38 @@ impl Reconciler {
         }
     }
 
+    /// Keep what this pass read, for when it cannot be read.
+    fn remember(&mut self, definitions: BTreeMap<String, (u64, String)>) {
+        let mut plugins = std::mem::take(&mut self.entries);
+        // Entries not looked up this pass (their connector runs elsewhere,
+        // or failed) are kept while a definition still names them.
+        for (reference, entry) in &self.known.plugins {
+            plugins
+                .entry(reference.clone())
+                .or_insert_with(|| entry.clone());
+        }
+        let named: BTreeSet<String> = definitions
+            .values()
+            .filter_map(|(_, text)| text.parse::<toml::Table>().ok())
+            .filter_map(|t| t.get("plugin").and_then(|p| p.as_str()).map(str::to_owned))
+            .collect();
+        plugins.retain(|reference, _| named.contains(reference));
+        if definitions == self.known.definitions && plugins == self.known.plugins {
+            return;
+        }
+        self.known = Known {
+            definitions,
+            plugins,
+            read_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        };
+        if let Err(error) = self.known.save(&self.host.config().data_dir) {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "Cannot keep the definitions read; after a restart without the control plane this host would run nothing."
+            );
+        }
+    }
+
     /// Running connectors that hold a lease.
     fn running_leased(&self) -> BTreeSet<String> {
         self.host
@@ -321,19 +498,31 @@ impl Reconciler {
 
     /// The plugin for `spec`: the running one if the digest is the same,
     /// else fetched from the registry, checked and compiled.
-    async fn plugin(&self, spec: &ConnectorSpec) -> Result<Plugin, String> {
+    async fn plugin(&mut self, spec: &ConnectorSpec) -> Result<Plugin, String> {
         let PluginSource::Registry(reference) = &spec.plugin else {
             return Err(format!(
                 "plugin {}: definitions in the bus name a deployed plugin as name@version",
                 spec.plugin
             ));
         };
-        let entry = self
-            .registry
-            .lookup(reference)
-            .await
-            .map_err(|e| format!("{e:#}"))?
-            .ok_or_else(|| format!("plugin {reference} is not in the registry"))?;
+        let looked_up = match &self.control {
+            Some(control) => control.registry.lookup(reference).await,
+            None => Err(anyhow::anyhow!("the registry has not answered yet")),
+        };
+        let entry = match looked_up {
+            Ok(found) => {
+                found.ok_or_else(|| format!("plugin {reference} is not in the registry"))?
+            }
+            // The registry cannot be read: the entry last read for the
+            // digest the definition pins will do.
+            Err(error) => self
+                .known
+                .plugins
+                .get(&reference.to_string())
+                .filter(|e| spec.plugin_digest.as_deref() == Some(e.digest.as_str()))
+                .cloned()
+                .ok_or_else(|| format!("{error:#}"))?,
+        };
         if !entry.fits(spec.kind()) {
             return Err(format!(
                 "plugin {reference} is a {} plugin, not a {}",
@@ -361,16 +550,26 @@ impl Reconciler {
             && plugin.digest == entry.digest
             && running.kind() == spec.kind()
         {
+            self.entries.insert(reference.to_string(), entry);
             return Ok(plugin.clone());
         }
-        let data_dir = &self.host.config().data_dir;
-        let file = self
-            .registry
-            .fetch(&entry, &data_dir.join("plugins"))
-            .await
-            .map_err(|e| format!("{e:#}"))?;
+        self.entries.insert(reference.to_string(), entry.clone());
+        let dir = self.host.config().data_dir.join("plugins");
+        let file = match (&self.control, registry::cached(&entry, &dir).await) {
+            (_, Some(file)) => file,
+            (Some(control), None) => control
+                .registry
+                .fetch(&entry, &dir)
+                .await
+                .map_err(|e| format!("{e:#}"))?,
+            (None, None) => {
+                return Err(format!(
+                    "plugin {reference} is not cached here and the registry has not answered yet"
+                ));
+            }
+        };
         let runtime = self.host.runtime().clone();
-        let cache = data_dir.join("cache");
+        let cache = self.host.config().data_dir.join("cache");
         let kind = spec.kind();
         tokio::task::spawn_blocking(move || Plugin::load(&runtime, &file, kind, Some(&cache)))
             .await
@@ -380,7 +579,7 @@ impl Reconciler {
 
     async fn beat(&mut self) {
         let beat = Heartbeat {
-            id: self.membership.id().to_owned(),
+            id: self.id.clone(),
             labels: self.labels.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             admin: self.host.http_addr().to_string(),
@@ -389,15 +588,26 @@ impl Reconciler {
             connectors: self.host.report().await,
             failed: self.failed.clone(),
             leases: self.leases.held().into_iter().collect(),
+            edge: self.forwarder.as_ref().map(Forwarder::state),
         };
-        if let Err(error) = self.membership.beat(&beat).await {
-            tracing::warn!(error = format!("{error:#}"), "Cannot write the heartbeat.");
+        let Some(control) = &self.control else {
+            return;
+        };
+        // Bounded: a hub that stopped answering must not hold up the loop.
+        match tokio::time::timeout(HEARTBEAT_EVERY, control.membership.beat(&beat)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(error = format!("{error:#}"), "Cannot write the heartbeat.")
+            }
+            Err(_) => tracing::warn!("The heartbeat was not taken in time."),
         }
     }
 }
 
+type Watch = async_nats::jetstream::kv::Watch;
+
 async fn next_event(
-    events: &mut Option<async_nats::jetstream::kv::Watch>,
+    events: &mut Option<Watch>,
 ) -> Option<Result<async_nats::jetstream::kv::Entry, async_nats::jetstream::kv::WatcherError>> {
     match events {
         Some(events) => events.next().await,

@@ -344,12 +344,10 @@ impl Registry {
     /// The component on disk under `cache_dir`, fetched and checked if it
     /// is not there yet. Blocking file work is small next to compiling.
     pub async fn fetch(&self, entry: &Entry, cache_dir: &Path) -> anyhow::Result<PathBuf> {
-        let file = cache_dir.join(format!("{}.wasm", entry.digest));
-        if let Ok(wasm) = tokio::fs::read(&file).await
-            && crate::plugin::cache::digest(&wasm) == entry.digest
-        {
+        if let Some(file) = cached(entry, cache_dir).await {
             return Ok(file);
         }
+        let file = cache_dir.join(format!("{}.wasm", entry.digest));
         let wasm = self.read(entry).await?;
         tokio::fs::create_dir_all(cache_dir)
             .await
@@ -363,4 +361,11 @@ impl Registry {
             .with_context(|| format!("cannot write {}", file.display()))?;
         Ok(file)
     }
+}
+
+/// The component of `entry` in `cache_dir`, if it is there with its digest.
+pub async fn cached(entry: &Entry, cache_dir: &Path) -> Option<PathBuf> {
+    let file = cache_dir.join(format!("{}.wasm", entry.digest));
+    let wasm = tokio::fs::read(&file).await.ok()?;
+    (crate::plugin::cache::digest(&wasm) == entry.digest).then_some(file)
 }

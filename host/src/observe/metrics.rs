@@ -83,6 +83,8 @@ pub struct Metrics {
     collisions: Family<ConnectorLabel, Counter>,
     auth_failures: Family<EndpointLabel, Counter>,
     audit_dropped: Counter,
+    forward_waiting: Gauge<i64, AtomicI64>,
+    hub_link: Gauge<i64, AtomicI64>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -118,6 +120,8 @@ impl Default for Metrics {
             collisions: Family::default(),
             auth_failures: Family::default(),
             audit_dropped: Counter::default(),
+            forward_waiting: Gauge::default(),
+            hub_link: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -163,6 +167,16 @@ impl Default for Metrics {
             "Audit records dropped because the audit queue was full",
             m.audit_dropped.clone(),
         );
+        registry.register(
+            "forward_waiting",
+            "Edge hosts: records stored here and not yet forwarded to the hub",
+            m.forward_waiting.clone(),
+        );
+        registry.register(
+            "hub_link_up",
+            "Edge hosts: 1 while the hub answers, 0 while it does not",
+            m.hub_link.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -203,6 +217,13 @@ impl Metrics {
         self.call_seconds
             .get_or_create(&label(connector))
             .observe(seconds);
+    }
+
+    /// Set how many records wait to be forwarded to the hub, and whether it answers.
+    pub fn set_forwarding(&self, waiting: u64, link_up: bool) {
+        self.forward_waiting
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+        self.hub_link.set(i64::from(link_up));
     }
 
     /// Set how many connectors run.

@@ -1,0 +1,461 @@
+//! Edge hosts: a hospital's host whose bus is a leaf node of the hub
+//! (`[bus].leaf`), taking HL7 over MLLP through WAN outages and a crash,
+//! forwarding to the hub exactly once, and controlled from the hub.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt as _;
+
+use crate::support::*;
+
+/// Run `plexus` with `args`; its output.
+async fn plexus(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_plexus"))
+        .args(args)
+        .env_remove("PLEXUS_BUS")
+        .output()
+        .await
+        .expect("plexus runs")
+}
+
+/// Run `plexus` with `args` until its output satisfies `done`; that output.
+async fn until_output(args: &[&str], done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let out = cli_stdout(&plexus(args).await);
+        if done(&out) {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "plexus {args:?} never showed it:\n{out}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Wait until `condition` holds (checked every 200 ms, for at most PATIENCE).
+async fn wait_until_async<F, Fut>(what: &str, condition: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "{what}: not within {PATIENCE:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// An edge host process; its embedded nats-server is stopped with it.
+struct Edge {
+    process: HostProcess,
+    data: PathBuf,
+    config: PathBuf,
+    dir: PathBuf,
+    /// The admin endpoint, from its "up" line.
+    admin: std::net::SocketAddr,
+}
+
+/// The short config an acquired hospital's host needs.
+fn edge_config(dir: &Path, id: &str, leaf_port: u16) -> (PathBuf, PathBuf) {
+    let home = dir.join(id);
+    std::fs::create_dir_all(&home).unwrap();
+    let data = home.join("data");
+    let file = home.join("plexus.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[bus]\nleaf = \"nats-leaf://127.0.0.1:{leaf_port}\"\nleaf_user = \"leaf\"\nleaf_password = \"leaf\"\n\n\
+             [host]\ndata_dir = \"{}\"\nhttp = \"127.0.0.1:0\"\nlabels = {{ facility = \"st-marys\" }}\nlease_ttl = \"3s\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    (file, data)
+}
+
+impl Edge {
+    fn start(dir: &Path, id: &str, leaf_port: u16) -> Edge {
+        let (config, data) = edge_config(dir, id, leaf_port);
+        Edge::spawn(dir, id, config, data)
+    }
+
+    fn spawn(dir: &Path, id: &str, config: PathBuf, data: PathBuf) -> Edge {
+        let (process, admin) = Edge::process(dir, id, &config);
+        Edge {
+            process,
+            data,
+            config,
+            dir: dir.to_owned(),
+            admin,
+        }
+    }
+
+    fn process(dir: &Path, id: &str, config: &Path) -> (HostProcess, std::net::SocketAddr) {
+        let file = config.display().to_string();
+        let mut process = HostProcess::spawn_with_env(
+            &["up", "-c", &file, "--id", id],
+            dir,
+            &[("PLEXUS_SECRET_LEAF", LEAF_PASSWORD)],
+        );
+        let up = process.wait_line("plexus: up in the fleet");
+        assert!(up.contains("edge of the hub"), "{up}");
+        let admin = up
+            .split("metrics at http://")
+            .nth(1)
+            .and_then(|a| a.split("/metrics").next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        (process, admin)
+    }
+
+    /// kill -9 the host (its nats-server is left running, as after a
+    /// crash) and start it again on the same config and store.
+    fn crash_and_restart(&mut self, id: &str) {
+        self.process.kill9();
+        let (process, admin) = Edge::process(&self.dir, id, &self.config);
+        self.process = process;
+        self.admin = admin;
+    }
+
+    fn waiting(&self) -> f64 {
+        metric(&scrape(self.admin), "plexus_forward_waiting")
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
+        if let Some(pid) = std::fs::read_to_string(self.data.join("nats/nats-server.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+fn write(dir: &Path, file: &str, text: &str) -> PathBuf {
+    let path = dir.join(file);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn deploy(hub: &str, file: &Path, name: &str, version: &str) {
+    let file = file.display().to_string();
+    cli_stdout(
+        &plexus(&[
+            "deploy",
+            &file,
+            "--name",
+            name,
+            "--version",
+            version,
+            "--bus",
+            hub,
+        ])
+        .await,
+    );
+}
+
+async fn apply(hub: &str, file: &Path) -> String {
+    let file = file.display().to_string();
+    cli_stdout(&plexus(&["apply", "-c", &file, "--approve", "--bus", hub]).await)
+}
+
+/// The site's MLLP source, placed on the st-marys edge.
+fn adt_in(port: u16, version: &str) -> String {
+    format!(
+        "[[connector]]\nname = \"adt-in\"\nkind = \"source\"\nplugin = \"mllp@{version}\"\n\
+         listen = \"mllp://127.0.0.1:{port}\"\nto = \"raw.st-marys.hl7\"\nplacement = {{ facility = \"st-marys\" }}\n"
+    )
+}
+
+/// Message `i`: a supply requisition whose control id is `REQ-<i>`.
+fn message(i: usize) -> String {
+    static REQUISITION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    REQUISITION
+        .get_or_init(|| {
+            std::fs::read_to_string(repo_root().join("plugins/hl7v2/fixtures/requisition.hl7"))
+                .unwrap()
+        })
+        .replace("REQ-1001", &format!("REQ-{i}"))
+}
+
+/// Send messages `range` over MLLP to `port` on `lanes` connections, each
+/// message until it is answered `AA` (a connection that drops, as when the
+/// host is killed, is opened again and the message sent again, as senders
+/// do). Any other answer fails the test.
+async fn send_all(port: u16, range: std::ops::Range<usize>, lanes: usize) {
+    let range = Arc::new(range);
+    let mut tasks = Vec::new();
+    for lane in 0..lanes {
+        let range = range.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut connection: Option<tokio::net::TcpStream> = None;
+            for i in (range.start..range.end).filter(|i| i % lanes == lane) {
+                let deadline = Instant::now() + PATIENCE;
+                loop {
+                    assert!(Instant::now() < deadline, "message {i} never got AA");
+                    let stream = match &mut connection {
+                        Some(stream) => stream,
+                        None => match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                            Ok(stream) => connection.insert(stream),
+                            Err(_) => {
+                                // The host is restarting.
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                continue;
+                            }
+                        },
+                    };
+                    if stream.write_all(&framed(&message(i))).await.is_err() {
+                        connection = None;
+                        continue;
+                    }
+                    match try_read_ack(stream).await {
+                        Some(ack) => {
+                            assert_eq!(ack, format!("MSA|AA|REQ-{i}|"), "message {i}");
+                            break;
+                        }
+                        None => connection = None,
+                    }
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+/// Canonical records at the hub: the hub's HL7 transform, placed on hub hosts.
+const HL7_IN: &str = "[[connector]]\nname = \"hl7-in\"\nkind = \"transform\"\nplugin = \"hl7v2@1.0.0\"\n\
+    from = \"raw.st-marys.hl7\"\nto = \"canon\"\nplacement = { role = \"hub\" }\n\
+    emits = [\"purchase-order/1\", \"item/1\", \"inventory-txn/1\", \"worker/1\"]\n";
+
+/// A hub host: `plexus up --bus` labelled role=hub.
+fn hub_host(hub: &TestHub, dir: &Path) -> HostProcess {
+    let home = dir.join("hub-1");
+    std::fs::create_dir_all(&home).unwrap();
+    let file = write(
+        &home,
+        "plexus.toml",
+        &format!(
+            "[host]\ndata_dir = \"{}\"\nhttp = \"127.0.0.1:0\"\n",
+            home.join("data").display()
+        ),
+    );
+    let file = file.display().to_string();
+    let mut host = HostProcess::spawn(
+        &[
+            "up", "--bus", &hub.url, "--id", "hub-1", "--label", "role=hub", "-c", &file,
+        ],
+        dir,
+    );
+    host.wait_line("plexus: up in the fleet");
+    host
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_acks_hl7_through_a_wan_outage_and_a_crash_and_the_hub_gets_each_record_once() {
+    const TOTAL: usize = 10_000;
+    let hub = TestHub::start().await;
+    let link = Link::start(hub.leaf_port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub_1 = hub_host(&hub, dir.path());
+    let mut edge = Edge::start(dir.path(), "st-marys-1", link.port);
+
+    // The hospital's adapter is deployed and placed from the hub.
+    deploy(&hub.url, &plugin("mllp"), "mllp", "1.0.0").await;
+    deploy(&hub.url, &plugin("hl7v2"), "hl7v2", "1.0.0").await;
+    let port = free_port();
+    let definitions = write(
+        dir.path(),
+        "connectors.toml",
+        &format!("{}\n{HL7_IN}", adt_in(port, "1.0.0")),
+    );
+    apply(&hub.url, &definitions).await;
+    edge.process
+        .wait_line("plexus: fleet applied; added [\"adt-in\"]");
+    hub_1.wait_line("plexus: fleet applied; added [\"hl7-in\"]");
+
+    send_all(port, 0..3_000, 4).await;
+    let raw = "raw.st-marys.hl7";
+    // With the link up, everything is forwarded and confirmed.
+    hub.wait_for_count(raw, 3_000).await;
+    wait_until_async("the edge has nothing waiting", || async {
+        edge.waiting() == 0.0
+    })
+    .await;
+
+    // The WAN link goes down for 30 s; the edge keeps answering AA.
+    link.cut();
+    let cut_at = Instant::now();
+    edge.process
+        .wait_line("plexus: fleet: cannot read the definitions");
+    send_all(port, 3_000..5_000, 4).await;
+
+    // The edge host crashes during the outage and comes back on what it
+    // last read from the hub.
+    edge.crash_and_restart("st-marys-1");
+    edge.process
+        .wait_line("plexus: fleet: cannot read the definitions");
+    edge.process
+        .wait_line("plexus: fleet applied; added [\"adt-in\"]");
+    send_all(port, 5_000..7_000, 4).await;
+
+    // What was taken during the outage waits at the edge, counted exactly.
+    wait_until_async("the edge counts 4000 waiting", || async {
+        edge.waiting() == 4_000.0
+    })
+    .await;
+    assert_eq!(hub.count(raw).await, 3_000, "nothing crossed the cut link");
+    let hosts = until_output(&["hosts", "--bus", &hub.url], |out| {
+        out.lines()
+            .any(|l| l.starts_with("st-marys-1") && l.contains(" down "))
+    })
+    .await;
+    assert!(hosts.contains("st-marys"), "{hosts}");
+
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(cut_at.elapsed())).await;
+    link.restore();
+    send_all(port, 7_000..TOTAL, 4).await;
+
+    // Everything reaches the hub once, with its lineage and facility.
+    hub.wait_for_count(raw, TOTAL as u64).await;
+    hub.wait_for_count("canon.purchase_order", TOTAL as u64)
+        .await;
+    hub.wait_drained(raw, "hl7-in").await;
+    hub.assert_exactly_once("canon.purchase_order", TOTAL as u64)
+        .await;
+    let forwarded = hub.messages(raw).await;
+    assert_eq!(forwarded.len(), TOTAL);
+    let mut ids = std::collections::HashSet::new();
+    for msg in &forwarded {
+        assert_eq!(header(msg, "Plexus-Facility").as_deref(), Some("st-marys"));
+        assert!(header(msg, "Plexus-Trace").is_some());
+        assert!(
+            header(msg, "Plexus-Source")
+                .unwrap()
+                .starts_with("adt-in:st-marys/")
+        );
+        assert!(ids.insert(header(msg, "Nats-Msg-Id").unwrap()));
+    }
+    let canonical = hub.messages("canon.purchase_order").await;
+    assert!(
+        canonical
+            .iter()
+            .all(|m| header(m, "Plexus-Facility").as_deref() == Some("st-marys")),
+        "the facility is carried onto canonical records"
+    );
+    until_output(&["status", "--bus", &hub.url], |out| {
+        out.lines()
+            .any(|l| l.starts_with("st-marys-1") && l.contains(" up ") && l.contains(" 0 "))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_applied_at_the_hub_reaches_the_edge_once_the_link_is_back() {
+    let hub = TestHub::start().await;
+    let link = Link::start(hub.leaf_port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut edge = Edge::start(dir.path(), "st-marys-1", link.port);
+    let v1 = std::fs::read(plugin("mllp")).unwrap();
+    let v2 = rebuilt(&v1, "1.1.0");
+    let v2_file = write(dir.path(), "mllp-1.1.0.wasm", "");
+    std::fs::write(&v2_file, &v2).unwrap();
+    deploy(&hub.url, &plugin("mllp"), "mllp", "1.0.0").await;
+    deploy(&hub.url, &v2_file, "mllp", "1.1.0").await;
+    let hop = |wasm: &[u8]| format!("adt-in@{}", &plexus_host::plugin::cache::digest(wasm)[..12]);
+    let port = free_port();
+    apply(
+        &hub.url,
+        &write(dir.path(), "v1.toml", &adt_in(port, "1.0.0")),
+    )
+    .await;
+    edge.process
+        .wait_line("plexus: fleet applied; added [\"adt-in\"]");
+    send_all(port, 0..1, 1).await;
+
+    link.cut();
+    edge.process
+        .wait_line("plexus: fleet: cannot read the definitions");
+    let plan = apply(
+        &hub.url,
+        &write(dir.path(), "v2.toml", &adt_in(port, "1.1.0")),
+    )
+    .await;
+    assert!(
+        plan.contains("adt-in") && plan.contains("changed"),
+        "{plan}"
+    );
+    // The hub has the upgrade; the edge, cut off, runs 1.0.0 and takes records.
+    send_all(port, 1..2, 1).await;
+    assert!(
+        !edge
+            .process
+            .lines_so_far()
+            .iter()
+            .any(|l| l.contains("swapped")),
+        "nothing reached the edge while the link was down"
+    );
+
+    link.restore();
+    edge.process
+        .wait_line("plexus: fleet applied; added [], swapped [\"adt-in\"]");
+    send_all(port, 2..3, 1).await;
+    hub.wait_for_count("raw.st-marys.hl7", 3).await;
+    let hops: Vec<String> = hub
+        .messages("raw.st-marys.hl7")
+        .await
+        .iter()
+        .map(|m| header(m, "Plexus-Hops").unwrap())
+        .collect();
+    assert_eq!(
+        hops,
+        [hop(&v1), hop(&v1), hop(&v2)],
+        "the old version ran until the link was back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_configs_that_cannot_work_are_refused_with_the_key_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |text: &str| {
+        let file = write(dir.path(), "edge.toml", text);
+        let file = file.display().to_string();
+        async move { plexus(&["up", "-c", &file]).await }
+    };
+    for (text, expected) in [
+        (
+            "[bus]\nleaf = \"nats-leaf://127.0.0.1:7422\"\n",
+            "[host].labels.facility",
+        ),
+        (
+            "[bus]\nleaf = \"nats-leaf://leaf:pw@127.0.0.1:7422\"\n[host]\nlabels = { facility = \"a\" }\n",
+            "leaf_creds",
+        ),
+        (
+            "[bus]\nurl = \"nats://127.0.0.1:4222\"\nleaf = \"nats-leaf://127.0.0.1:7422\"\n[host]\nlabels = { facility = \"a\" }\n",
+            "exclude each other",
+        ),
+        (
+            "[bus]\nleaf = \"nats-leaf://127.0.0.1:7422\"\n[host]\nlabels = { facility = \"a\" }\n\n[[connector]]\nname = \"x\"\nkind = \"source\"\nplugin = \"x.wasm\"\nschedule = \"1s\"\nto = \"x\"\n",
+            "takes its connectors from the hub",
+        ),
+    ] {
+        let out = check(text).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {stderr}");
+        assert!(stderr.contains(expected), "{text}: {stderr}");
+        assert!(!stderr.contains("pw@"), "{stderr}");
+    }
+}
