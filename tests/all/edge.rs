@@ -290,10 +290,18 @@ async fn an_edge_acks_hl7_through_a_wan_outage_and_a_crash_and_the_hub_gets_each
     let raw = "raw.st-marys.hl7";
     // With the link up, everything is forwarded and confirmed.
     hub.wait_for_count(raw, 3_000).await;
-    wait_until_async("the edge has nothing waiting", || async {
-        edge.waiting() == 0.0
+    let confirmed = tokio::time::timeout(PATIENCE, async {
+        while edge.waiting() != 0.0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     })
     .await;
+    assert!(
+        confirmed.is_ok(),
+        "the edge still counts {} waiting; its log:\n{}",
+        edge.waiting(),
+        std::fs::read_to_string(&edge.process.stderr_file).unwrap_or_default()
+    );
 
     // The WAN link goes down for 30 s; the edge keeps answering AA.
     link.cut();
@@ -458,4 +466,101 @@ async fn edge_configs_that_cannot_work_are_refused_with_the_key_and_exit_2() {
         assert!(stderr.contains(expected), "{text}: {stderr}");
         assert!(!stderr.contains("pw@"), "{stderr}");
     }
+}
+
+/// A process killed with the test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_onboarding_brings_st_marys_records_to_the_hub_as_canonical_records() {
+    // demo/edge as the README runs it, on this test's ports and directories.
+    let demo = repo_root().join("demo/edge");
+    let read = |file: &str| std::fs::read_to_string(demo.join(file)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (client, leaf, mllp) = (free_port(), free_port(), free_port());
+    let hub_conf = write(
+        dir.path(),
+        "hub.conf",
+        &read("hub.conf")
+            .replace("14231", &client.to_string())
+            .replace("17422", &leaf.to_string())
+            .replace(
+                ".plexus/edge-demo/hub",
+                &dir.path().join("hub").display().to_string(),
+            ),
+    );
+    let _hub_server = KillOnDrop(
+        std::process::Command::new(nats_server_binary())
+            .arg("-c")
+            .arg(&hub_conf)
+            .env("PLEXUS_SECRET_LEAF", LEAF_PASSWORD)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("nats://127.0.0.1:{client}");
+    let hub = Probe {
+        js: loop_connect(&url).await,
+    };
+    let local = |text: String, name: &str| {
+        text.replace(
+            &format!("../../.plexus/edge-demo/{name}"),
+            &dir.path().join(name).display().to_string(),
+        )
+    };
+    let hub_host = write(
+        dir.path(),
+        "hub-host.toml",
+        &local(read("hub-host.toml"), "hub-1"),
+    );
+    let hub_host = hub_host.display().to_string();
+    let mut hub_1 = HostProcess::spawn(
+        &[
+            "up", "--bus", &url, "-c", &hub_host, "--id", "hub-1", "--label", "role=hub",
+        ],
+        dir.path(),
+    );
+    hub_1.wait_line("plexus: up in the fleet");
+    let edge_config = write(
+        dir.path(),
+        "st-marys.toml",
+        &local(read("st-marys.toml"), "st-marys").replace("17422", &leaf.to_string()),
+    );
+    let mut edge = Edge::spawn(
+        dir.path(),
+        "st-marys-1",
+        edge_config,
+        dir.path().join("st-marys"),
+    );
+
+    deploy(&url, &plugin("mllp"), "mllp", "1.0.0").await;
+    deploy(&url, &plugin("hl7v2"), "hl7v2", "1.0.0").await;
+    let connectors = write(
+        dir.path(),
+        "connectors.toml",
+        &read("connectors.toml").replace("12575", &mllp.to_string()),
+    );
+    apply(&url, &connectors).await;
+    edge.process
+        .wait_line("plexus: fleet applied; added [\"st-marys-adt\"]");
+    hub_1.wait_line("plexus: fleet applied; added [\"hl7-in\"]");
+
+    send_all(mllp, 0..20, 1).await;
+    hub.wait_for_count("canon.purchase_order", 20).await;
+    hub.wait_drained("raw.st-marys.hl7", "hl7-in").await;
+    hub.assert_exactly_once("canon.purchase_order", 20).await;
+    let hosts = until_output(&["hosts", "--bus", &url], |out| {
+        out.lines()
+            .any(|l| l.starts_with("st-marys-1") && l.contains(" up "))
+    })
+    .await;
+    assert!(hosts.contains("facility=st-marys"), "{hosts}");
 }

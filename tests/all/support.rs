@@ -859,7 +859,7 @@ impl TestHub {
 }
 
 /// A client of `url` once JetStream answers there.
-async fn loop_connect(url: &str) -> jetstream::Context {
+pub async fn loop_connect(url: &str) -> jetstream::Context {
     let deadline = Instant::now() + PATIENCE;
     loop {
         if let Ok(bus) = plexus_host::bus::Bus::connect(url).await

@@ -313,6 +313,7 @@ async fn print_edges(bus: &Bus, live: &[Heartbeat]) -> Result<(), HostError> {
         .map(str::to_owned)
         .to_vec(),
     ];
+    let mut problems = Vec::new();
     for beat in &edges {
         let Some(state) = &beat.edge else { continue };
         let live = live.iter().any(|b| b.id == beat.id);
@@ -337,11 +338,17 @@ async fn print_edges(bus: &Bus, live: &[Heartbeat]) -> Result<(), HostError> {
         ]);
         for (stream, s) in &state.streams {
             if let Some(problem) = &s.problem {
-                println!("{}: stream {stream} is not forwarded: {problem}", beat.id);
+                problems.push(format!(
+                    "{}: stream {stream} is not forwarded: {problem}",
+                    beat.id
+                ));
             }
         }
     }
     print_rows(&rows);
+    for problem in problems {
+        println!("{problem}");
+    }
     Ok(())
 }
 
