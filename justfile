@@ -70,7 +70,8 @@ bench: build-plugins
     python3 bench/report.py bench target/bench.txt target/bench-system.md
 
 # The fleet benchmarks alone (three `plexus up --bus` hosts): apply-to-running
-# and one transform on one host and on three; written to bench/RESULTS.md.
+# one transform on one host and on three, and an edge draining a 100,000-
+# record backlog to the hub after an outage; written to bench/RESULTS.md.
 bench-fleet: build-plugins
     cargo bench -p plexus-host --bench system -- fleet | tee target/bench-fleet.md
     python3 bench/report.py fleet target/bench-fleet.md

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 
+pub mod edge;
+
 /// A `plexus up --bus` process; stdout lines arrive on `lines`.
 pub struct FleetHost {
     child: Child,
@@ -31,20 +33,20 @@ impl FleetHost {
             ),
         )
         .unwrap();
-        let mut args = vec![
-            "up".to_owned(),
-            "--bus".into(),
-            url.into(),
-            "--id".into(),
-            id.into(),
-            "-c".into(),
-            config.display().to_string(),
-        ];
+        let mut args = vec!["up", "--bus", url, "--id", id];
+        let config = config.display().to_string();
+        args.extend(["-c", &config]);
         for label in labels {
-            args.extend(["--label".to_owned(), (*label).to_owned()]);
+            args.extend(["--label", label]);
         }
+        FleetHost::spawn(&args, &home, &[])
+    }
+
+    /// `plexus <args>` with `env`, logging to `home/log`; once it is up.
+    pub fn spawn(args: &[&str], home: &Path, env: &[(&str, &str)]) -> FleetHost {
         let mut child = Command::new(env!("CARGO_BIN_EXE_plexus"))
-            .args(&args)
+            .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(home.join("log")).unwrap())
@@ -71,7 +73,7 @@ impl FleetHost {
         host.admin = ready
             .split("metrics at http://")
             .nth(1)
-            .and_then(|a| a.strip_suffix("/metrics"))
+            .and_then(|a| a.split("/metrics").next())
             .unwrap()
             .to_owned();
         host

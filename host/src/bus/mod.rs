@@ -392,25 +392,33 @@ impl Bus {
     }
 
     /// The stream an edge forwards `subject` into, at the hub (see
-    /// [`crate::edge`]): named in its metadata, since it has no subjects.
+    /// [`crate::edge`]): it captures nothing itself, so it is found by the
+    /// name an edge gives it (that of its own stream for the subject), and
+    /// taken only if it sources from other domains and says it holds the
+    /// subject. Anyone able to create streams could write metadata; the
+    /// name an edge derives from the subject is the only one looked at.
     async fn forwarded_stream(&self, subject: &str) -> anyhow::Result<Option<String>> {
-        use futures::TryStreamExt as _;
-        let mut streams = self.js.streams();
-        while let Some(info) = streams
-            .try_next()
+        let name = stream_name(subject);
+        let Ok(mut stream) = self.js.get_stream(&name).await else {
+            return Ok(None);
+        };
+        let info = stream
+            .info()
             .await
-            .with_context(|| format!("cannot list streams looking for {subject}"))?
-        {
-            if let Some(subjects) = info.config.metadata.get(FORWARDED_SUBJECTS)
-                && serde_json::from_str::<Vec<String>>(subjects)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|pattern| covers(pattern, subject))
-            {
-                return Ok(Some(info.config.name.clone()));
-            }
-        }
-        Ok(None)
+            .with_context(|| format!("cannot read stream {name}"))?;
+        let sourced = info.config.subjects.is_empty()
+            && info.config.sources.as_ref().is_some_and(|sources| {
+                !sources.is_empty() && sources.iter().all(|s| s.external.is_some())
+            });
+        let holds = info
+            .config
+            .metadata
+            .get(FORWARDED_SUBJECTS)
+            .and_then(|s| serde_json::from_str::<Vec<String>>(s).ok())
+            .unwrap_or_default()
+            .iter()
+            .any(|pattern| covers(pattern, subject));
+        Ok((sourced && holds).then_some(name))
     }
 
     async fn check_window(&self, name: &str) -> anyhow::Result<()> {

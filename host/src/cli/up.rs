@@ -16,6 +16,12 @@ pub(super) async fn run(
 ) -> Result<(), HostError> {
     let config = Config::load(file)?;
     if config.bus.edge.is_some() {
+        if labels.iter().any(|(key, _)| key == "facility") {
+            return Err(HostError::Usage(format!(
+                "{}: an edge host's facility is its identity and JetStream domain; set it in [host].labels, not with --label",
+                file.display()
+            )));
+        }
         return run_fleet_host(config, labels, id).await;
     }
     if !labels.is_empty() || id.is_some() {

@@ -170,11 +170,8 @@ pub(super) fn parse(
         ));
     }
     let facility = facility.unwrap_or_else(|| domain.clone());
-    if facility.is_empty() || facility.chars().any(char::is_control) {
-        return Err(format!(
-            "[host].labels.facility {facility:?} must be non-empty and printable"
-        ));
-    }
+    // Part of record identities (`<facility>/<origin>`) and of a header.
+    check_domain("[host].labels.facility", &facility)?;
     Ok(Some(EdgeConfig {
         leaf: urls,
         creds,

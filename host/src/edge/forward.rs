@@ -38,7 +38,7 @@ const CALL: Duration = Duration::from_secs(3);
 /// How often the hub's side of a stream is checked again.
 const RECHECK: Duration = Duration::from_secs(30);
 /// Messages in flight to the hub before it must acknowledge some.
-const IN_FLIGHT: i64 = 10_000;
+const IN_FLIGHT: i64 = 1_000;
 
 /// What the edge reports about forwarding.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -403,7 +403,7 @@ impl Worker {
                     // A stream a hub connector made for these subjects before
                     // any record arrived: taken over. One with records is
                     // another publisher's and left alone.
-                    if sourced || info.state.messages > 0 || !name.starts_with("PLEXUS_") {
+                    if sourced || info.state.last_sequence > 0 || !name.starts_with("PLEXUS_") {
                         anyhow::bail!(
                             "the hub's stream {name} stores {} itself ({} records); it cannot also take this facility's records. Publish here under a subject of this facility's own",
                             config.subjects.join(", "),

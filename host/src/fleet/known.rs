@@ -49,7 +49,14 @@ impl Known {
         let dir = path.parent().unwrap_or(data_dir);
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let partial = path.with_extension("json.partial");
-        let mut out = std::fs::File::create(&partial)
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // Definitions name grants and secrets: readable by the host's user only.
+        let mut out = std::fs::File::options()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&partial)
             .with_context(|| format!("cannot write {}", partial.display()))?;
         out.write_all(&serde_json::to_vec_pretty(self)?)
             .and_then(|()| out.sync_all())

@@ -179,8 +179,12 @@ impl Membership {
         Ok(())
     }
 
-    /// Take the heartbeat down: the host is gone now, not after the TTL.
+    /// Take the heartbeat down: the host is gone now, not after the TTL
+    /// (an edge that stops on purpose is not shown as cut off).
     pub async fn leave(&self) {
+        if let Some(edges) = &self.edges {
+            let _ = edges.delete(&self.id).await;
+        }
         let _ = self.hosts.delete(&self.id).await;
     }
 }

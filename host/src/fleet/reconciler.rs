@@ -38,6 +38,8 @@ const RESYNC_EVERY: Duration = Duration::from_secs(15);
 /// The first retry after a connector failed to start.
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 
+/// The longest one read of the control plane may take.
+const CONTROL_CALL: Duration = Duration::from_secs(10);
 /// How long an edge waits for the hub when it starts before running the
 /// last known definitions.
 const HUB_PATIENCE: Duration = Duration::from_secs(5);
@@ -172,6 +174,7 @@ impl Reconciler {
             None => watch::channel(crate::edge::ForwardState::default()).1,
         };
         let mut link_up = link.borrow().link_up;
+        let mut watching_link = self.forwarder.is_some();
         let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
         let mut resync = tokio::time::interval(RESYNC_EVERY);
         // After a connector failed to start (often a bus hiccup), try again
@@ -215,8 +218,13 @@ impl Reconciler {
                         self.sync().await;
                     }
                 }
-                changed = link.changed(), if self.forwarder.is_some() => {
-                    let up = changed.is_ok() && link.borrow_and_update().link_up;
+                changed = link.changed(), if watching_link => {
+                    if changed.is_err() {
+                        // The forwarding task ended; the resync still runs.
+                        watching_link = false;
+                        continue;
+                    }
+                    let up = link.borrow_and_update().link_up;
                     if up && !link_up {
                         (events, deployed) = self.watches().await;
                         self.sync().await;
@@ -293,7 +301,12 @@ impl Reconciler {
     /// One pass: read, place, lease, load, run.
     pub async fn sync(&mut self) {
         let read = match &self.control {
-            Some(control) => definitions::read_all(&control.definitions).await,
+            // Bounded: a link that drops mid-read must not hold the host.
+            Some(control) => {
+                tokio::time::timeout(CONTROL_CALL, definitions::read_all(&control.definitions))
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {CONTROL_CALL:?}")))
+            }
             None => Err(anyhow::anyhow!("the control plane has not answered yet")),
         };
         let fresh = read.is_ok();
@@ -506,7 +519,11 @@ impl Reconciler {
             ));
         };
         let looked_up = match &self.control {
-            Some(control) => control.registry.lookup(reference).await,
+            // Definitions from the cache: so are their plugins' entries.
+            _ if self.unreadable => Err(anyhow::anyhow!("the control plane cannot be read")),
+            Some(control) => tokio::time::timeout(CONTROL_CALL, control.registry.lookup(reference))
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {CONTROL_CALL:?}"))),
             None => Err(anyhow::anyhow!("the registry has not answered yet")),
         };
         let entry = match looked_up {
@@ -557,11 +574,17 @@ impl Reconciler {
         let dir = self.host.config().data_dir.join("plugins");
         let file = match (&self.control, registry::cached(&entry, &dir).await) {
             (_, Some(file)) => file,
-            (Some(control), None) => control
-                .registry
-                .fetch(&entry, &dir)
-                .await
-                .map_err(|e| format!("{e:#}"))?,
+            (Some(control), None) => {
+                tokio::time::timeout(CONTROL_CALL * 12, control.registry.fetch(&entry, &dir))
+                    .await
+                    .map_err(|_| {
+                        format!(
+                            "plugin {reference} was not fetched within {:?}",
+                            CONTROL_CALL * 12
+                        )
+                    })?
+                    .map_err(|e| format!("{e:#}"))?
+            }
             (None, None) => {
                 return Err(format!(
                     "plugin {reference} is not cached here and the registry has not answered yet"
