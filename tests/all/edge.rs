@@ -10,32 +10,6 @@ use tokio::io::AsyncWriteExt as _;
 
 use crate::support::*;
 
-/// Run `plexus` with `args`; its output.
-async fn plexus(args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_plexus"))
-        .args(args)
-        .env_remove("PLEXUS_BUS")
-        .output()
-        .await
-        .expect("plexus runs")
-}
-
-/// Run `plexus` with `args` until its output satisfies `done`; that output.
-async fn until_output(args: &[&str], done: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let out = cli_stdout(&plexus(args).await);
-        if done(&out) {
-            return out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "plexus {args:?} never showed it:\n{out}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 /// Wait until `condition` holds (checked every 200 ms, for at most PATIENCE).
 async fn wait_until_async<F, Fut>(what: &str, condition: F)
 where

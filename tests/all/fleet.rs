@@ -14,32 +14,6 @@ use futures::StreamExt as _;
 
 use crate::support::*;
 
-/// Run `plexus` with `args`; its output.
-async fn plexus(args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_plexus"))
-        .args(args)
-        .env_remove("PLEXUS_BUS")
-        .output()
-        .await
-        .expect("plexus runs")
-}
-
-/// Run `plexus` with `args` until its output satisfies `done`; that output.
-async fn until_output(args: &[&str], done: impl Fn(&str) -> bool) -> String {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
-        let out = cli_stdout(&plexus(args).await);
-        if done(&out) {
-            return out;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "plexus {args:?} never showed it:\n{out}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
-}
-
 /// `plexus apply -c <file> --bus <url>` with `flags`; its output.
 async fn apply(url: &str, file: &Path, flags: &[&str]) -> std::process::Output {
     let file = file.display().to_string();

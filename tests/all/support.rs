@@ -959,3 +959,30 @@ pub fn rebuilt(wasm: &[u8], tag: &str) -> Vec<u8> {
     out.extend(body);
     out
 }
+
+/// Run `plexus` with `args` (not taking `$PLEXUS_BUS` from the test's
+/// environment); its output.
+pub async fn plexus(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_plexus"))
+        .args(args)
+        .env_remove("PLEXUS_BUS")
+        .output()
+        .await
+        .expect("plexus runs")
+}
+
+/// Run `plexus` with `args` until its output satisfies `done`; that output.
+pub async fn until_output(args: &[&str], done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let out = cli_stdout(&plexus(args).await);
+        if done(&out) {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "plexus {args:?} never showed it:\n{out}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -118,39 +118,11 @@ pub(super) fn parse(
             "[bus].leaf_user {user:?} must be printable ASCII without '\"', '@', ':' or '/'"
         ));
     }
-    let creds = raw.creds.map(|p| resolve(&p));
-    if let Some(creds) = &creds
-        && !creds.is_file()
-    {
-        return Err(format!(
-            "[bus].leaf_creds {} is not a readable file",
-            creds.display()
-        ));
-    }
-    let tls = match raw.tls {
-        Some(tls) => {
-            let tls = BusTls {
-                ca: tls.ca.map(|p| resolve(&p)),
-                cert: tls.cert.map(|p| resolve(&p)),
-                key: tls.key.map(|p| resolve(&p)),
-            };
-            if tls.cert.is_some() != tls.key.is_some() {
-                return Err("[bus].leaf_tls `cert` and `key` go together".into());
-            }
-            for (key, file) in [("ca", &tls.ca), ("cert", &tls.cert), ("key", &tls.key)] {
-                if let Some(file) = file
-                    && !file.is_file()
-                {
-                    return Err(format!(
-                        "[bus].leaf_tls.{key} {} is not a readable file",
-                        file.display()
-                    ));
-                }
-            }
-            Some(tls)
-        }
-        None => None,
-    };
+    let creds = super::readable_file(raw.creds, "[bus].leaf_creds", resolve)?;
+    let tls = raw
+        .tls
+        .map(|tls| tls.resolved("[bus].leaf_tls", resolve))
+        .transpose()?;
     let facility = labels.get("facility").cloned();
     let domain = match (raw.domain, &facility) {
         (Some(domain), _) => domain,

@@ -209,6 +209,35 @@ impl Default for BusConfig {
     }
 }
 
+/// `path` resolved, if it is a readable file; `key` names it in the error.
+fn readable_file(
+    path: Option<PathBuf>,
+    key: &str,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<Option<PathBuf>, String> {
+    let path = path.map(|p| resolve(&p));
+    if let Some(file) = &path
+        && !file.is_file()
+    {
+        return Err(format!("{key} {} is not a readable file", file.display()));
+    }
+    Ok(path)
+}
+
+impl BusTls {
+    /// The files resolved and checked; `key` (`[bus].tls`) names them in errors.
+    fn resolved(self, key: &str, resolve: &dyn Fn(&Path) -> PathBuf) -> Result<BusTls, String> {
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(format!("{key} `cert` and `key` go together"));
+        }
+        Ok(BusTls {
+            ca: readable_file(self.ca, &format!("{key}.ca"), resolve)?,
+            cert: readable_file(self.cert, &format!("{key}.cert"), resolve)?,
+            key: readable_file(self.key, &format!("{key}.key"), resolve)?,
+        })
+    }
+}
+
 /// `[bus].tls`: PEM files.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -627,39 +656,11 @@ fn bus(
     if raw.user.is_some() != raw.password.is_some() {
         return Err("[bus].user and [bus].password go together (password names a secret)".into());
     }
-    let creds = raw.creds.map(|p| resolve(&p));
-    if let Some(creds) = &creds
-        && !creds.is_file()
-    {
-        return Err(format!(
-            "[bus].creds {} is not a readable file",
-            creds.display()
-        ));
-    }
-    let tls = match raw.tls {
-        Some(tls) => {
-            let tls = BusTls {
-                ca: tls.ca.map(|p| resolve(&p)),
-                cert: tls.cert.map(|p| resolve(&p)),
-                key: tls.key.map(|p| resolve(&p)),
-            };
-            if tls.cert.is_some() != tls.key.is_some() {
-                return Err("[bus].tls `cert` and `key` go together".into());
-            }
-            for (key, file) in [("ca", &tls.ca), ("cert", &tls.cert), ("key", &tls.key)] {
-                if let Some(file) = file
-                    && !file.is_file()
-                {
-                    return Err(format!(
-                        "[bus].tls.{key} {} is not a readable file",
-                        file.display()
-                    ));
-                }
-            }
-            Some(tls)
-        }
-        None => None,
-    };
+    let creds = readable_file(raw.creds, "[bus].creds", resolve)?;
+    let tls = raw
+        .tls
+        .map(|tls| tls.resolved("[bus].tls", resolve))
+        .transpose()?;
     Ok(BusConfig {
         url: raw.url,
         nats_server: raw.nats_server.map(|p| resolve(&p)),
