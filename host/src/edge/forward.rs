@@ -33,8 +33,11 @@ use crate::observe::Metrics;
 pub const CONSUMER: &str = "plexus_forward";
 /// How often the link is checked and the count refreshed.
 const EVERY: Duration = Duration::from_secs(2);
-/// The longest one call to either side may take.
+/// The longest one call to the hub may take.
 const CALL: Duration = Duration::from_secs(3);
+/// The longest one call to this site's own server may take: it is never
+/// cut off, only busy, and a count given up on would go stale.
+const LOCAL_CALL: Duration = Duration::from_secs(15);
 /// How often the hub's side of a stream is checked again.
 const RECHECK: Duration = Duration::from_secs(30);
 /// Messages in flight to the hub before it must acknowledge some.
@@ -215,7 +218,7 @@ impl Worker {
             // Made here, as its connector would, so that forwarding is set
             // up before the first record is published.
             let Ok(Ok(name)) =
-                tokio::time::timeout(CALL, self.local.ensure_stream(subject, true)).await
+                tokio::time::timeout(LOCAL_CALL, self.local.ensure_stream(subject, true)).await
             else {
                 // The local bus is busy: the next pass tries again.
                 continue;
@@ -275,19 +278,19 @@ impl Worker {
     /// The local stream's subjects and the forwarding consumer's backlog,
     /// creating the consumer if it is missing.
     async fn local_side(&self, name: &str) -> anyhow::Result<StreamState> {
-        let mut stream = bounded(self.local.js.get_stream(name))
+        let mut stream = bounded_local(self.local.js.get_stream(name))
             .await?
             .with_context(|| format!("cannot read stream {name}"))?;
-        let subjects = bounded(stream.info())
+        let subjects = bounded_local(stream.info())
             .await?
             .with_context(|| format!("cannot read stream {name}"))?
             .config
             .subjects
             .clone();
-        let info = match bounded(stream.consumer_info(CONSUMER)).await? {
+        let info = match bounded_local(stream.consumer_info(CONSUMER)).await? {
             Ok(info) => info,
             Err(_) => {
-                let created: consumer::Consumer<consumer::push::Config> = bounded(
+                let created: consumer::Consumer<consumer::push::Config> = bounded_local(
                     stream.get_or_create_consumer(
                         CONSUMER,
                         consumer::push::Config {
@@ -464,6 +467,13 @@ async fn bounded<T>(call: impl std::future::Future<Output = T>) -> anyhow::Resul
     tokio::time::timeout(CALL, call)
         .await
         .map_err(|_| anyhow::anyhow!("no answer within {CALL:?}"))
+}
+
+/// One call to this site's server, bounded by [`LOCAL_CALL`].
+async fn bounded_local<T>(call: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    tokio::time::timeout(LOCAL_CALL, call)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer from this site's bus within {LOCAL_CALL:?}"))
 }
 
 fn now() -> String {
