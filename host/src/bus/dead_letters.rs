@@ -251,7 +251,8 @@ impl DeadLetters {
 /// deduplicated) and the identity and target connector of the replay.
 fn replay_headers(letter: &DeadLetter, stream: &str) -> HeaderMap {
     let mut h = HeaderMap::new();
-    for (name, values) in letter.message.headers.iter() {
+    let own = headers::without_expectations(Some(&letter.message.headers));
+    for (name, values) in own.iter() {
         let name: &str = name.as_ref();
         let dead_letter_only = [
             headers::MSG_ID,

@@ -18,6 +18,11 @@ pub const TRACE: &str = "Plexus-Trace";
 /// The facility whose edge host the record entered at; carried onto
 /// everything derived from it.
 pub const FACILITY: &str = "Plexus-Facility";
+/// On a record an edge forwarded: its stream sequence at the edge, from
+/// which the edge resumes after the last record the hub holds.
+pub const EDGE_SEQ: &str = "Plexus-Edge-Seq";
+/// JetStream's check that a publish follows the stream's last sequence.
+pub const EXPECTED_LAST_SEQUENCE: &str = "Nats-Expected-Last-Sequence";
 /// Why a record was dead-lettered.
 pub const ERROR: &str = "Plexus-Error";
 /// How many times it was delivered before being dead-lettered.
@@ -44,6 +49,23 @@ pub const CONTENT_TYPE: &str = "Content-Type";
 pub fn is_reserved(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     lower.starts_with("plexus-") || lower.starts_with("nats-")
+}
+
+/// `headers` without the `Nats-Expected-…` checks they were published with:
+/// a record stored once and published again (forwarded, dead-lettered,
+/// replayed) must not be held to its first stream's sequences.
+pub fn without_expectations(headers: Option<&async_nats::HeaderMap>) -> async_nats::HeaderMap {
+    let mut kept = async_nats::HeaderMap::new();
+    for (name, values) in headers.into_iter().flat_map(|h| h.iter()) {
+        let name: &str = name.as_ref();
+        if name.to_ascii_lowercase().starts_with("nats-expected-") {
+            continue;
+        }
+        for value in values {
+            kept.append(name, value.as_str());
+        }
+    }
+    kept
 }
 
 /// The id of output `index` produced by `connector` from the input whose
@@ -73,6 +95,22 @@ pub fn trace_id(input: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expectations_are_dropped_and_everything_else_kept() {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(MSG_ID, "m-1");
+        h.insert(EXPECTED_LAST_SEQUENCE, "41");
+        h.insert("nats-expected-last-msg-id", "m-0");
+        h.append(HOPS, "a@1");
+        h.append(HOPS, "b@2");
+        let kept = without_expectations(Some(&h));
+        assert_eq!(kept.get(MSG_ID).map(|v| v.as_str()), Some("m-1"));
+        assert!(kept.get(EXPECTED_LAST_SEQUENCE).is_none());
+        assert!(kept.get("Nats-Expected-Last-Msg-Id").is_none());
+        assert_eq!(kept.get_all(HOPS).count(), 2);
+        assert!(without_expectations(None).is_empty());
+    }
 
     #[test]
     fn output_ids_are_deterministic_and_distinct() {

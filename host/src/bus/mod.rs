@@ -362,8 +362,8 @@ impl Bus {
                 ));
             }
         }
-        // At the hub, an edge's records arrive in a stream that sources them
-        // and captures no subject itself.
+        // At the hub, an edge's records arrive in a stream that captures
+        // them under subjects of their own and stores them under theirs.
         if let Some(name) = self.forwarded_stream(subject).await? {
             return Ok(name);
         }
@@ -392,11 +392,12 @@ impl Bus {
     }
 
     /// The stream an edge forwards `subject` into, at the hub (see
-    /// [`crate::edge`]): it captures nothing itself, so it is found by the
-    /// name an edge gives it (that of its own stream for the subject), and
-    /// taken only if it sources from other domains and says it holds the
-    /// subject. Anyone able to create streams could write metadata; the
-    /// name an edge derives from the subject is the only one looked at.
+    /// [`crate::edge`]): it does not capture the subject itself, so it is
+    /// found by the name an edge gives it (that of its own stream for the
+    /// subject), and taken only if it captures forwarded subjects alone and
+    /// says it holds the subject. Anyone able to create streams could write
+    /// metadata; the name an edge derives from the subject is the only one
+    /// looked at.
     async fn forwarded_stream(&self, subject: &str) -> anyhow::Result<Option<String>> {
         let name = stream_name(subject);
         let Ok(mut stream) = self.js.get_stream(&name).await else {
@@ -406,9 +407,15 @@ impl Bus {
             .info()
             .await
             .with_context(|| format!("cannot read stream {name}"))?;
-        let sourced = info.config.subjects.is_empty()
-            && info.config.sources.as_ref().is_some_and(|sources| {
-                !sources.is_empty() && sources.iter().all(|s| s.external.is_some())
+        let sourced = info
+            .config
+            .metadata
+            .get(FORWARDED_FROM)
+            .is_some_and(|domain| {
+                let prefix = format!("{}.{domain}.", crate::edge::forward::SUBJECT_PREFIX);
+                !info.config.subjects.is_empty()
+                    && info.config.subjects.iter().all(|s| s.starts_with(&prefix))
+                    && info.config.subject_transform.is_some()
             });
         let holds = info
             .config
@@ -509,9 +516,12 @@ impl Bus {
     }
 }
 
-/// Stream metadata at the hub: the subjects (JSON list) of the edge streams
-/// a stream sources.
+/// Stream metadata at the hub: the subjects (JSON list) of the edge stream
+/// whose records a stream takes (see [`crate::edge`]).
 pub const FORWARDED_SUBJECTS: &str = "plexus-forwarded-subjects";
+/// Stream metadata at the hub: the JetStream domain of the edge whose
+/// records a stream takes.
+pub const FORWARDED_FROM: &str = "plexus-forwarded-from";
 
 /// Whether a consumer filtering `filter` reads only what `pattern` captures.
 fn covers(pattern: &str, filter: &str) -> bool {

@@ -80,7 +80,7 @@ impl Settler {
         reason: &str,
     ) {
         let reason = &redact(&self.secrets.secrets, reason);
-        let mut h = msg.headers.clone().unwrap_or_default();
+        let mut h = headers::without_expectations(msg.headers.as_ref());
         // Keyed by the delivery's own message id: a replayed record carries a
         // new one, so failing again after a replay is a new dead letter rather
         // than a duplicate JetStream would drop.

@@ -1,47 +1,67 @@
-//! Store-and-forward from an edge to the hub, done by nats-server itself.
+//! Store-and-forward from an edge to the hub: in order, exactly once.
 //!
-//! For each local stream the edge's connectors publish to, the edge keeps
-//! a durable consumer here (`plexus_forward`: push, flow control, acked by
-//! the hub's flow-control replies, never given up) and, at the hub, a
-//! stream of the same name with no subjects of its own that sources through
-//! that consumer. Why the hub sources rather than the edge pushing: the
-//! sourcing server stores each record before it acknowledges it, resumes
-//! from the consumer's ack floor after any outage or restart on either
-//! side, and keeps order; the consumer's pending count here is exactly what
-//! the hub has not stored yet, readable while the link is down. A record is
-//! never deleted here by forwarding; the stream's own limits apply.
+//! For each local stream the edge's connectors publish to, a pump here reads
+//! it through a durable pull consumer (`plexus_forward`) and publishes every
+//! record to the hub under `plexus.forward.<domain>.<subject>`. The hub's
+//! stream of the same name captures those subjects and stores each record
+//! back under `<subject>` (a subject transform), so hub connectors read it
+//! as if it had been published there, while the edge's own publishes, on
+//! `<subject>`, never reach the hub over the leaf link.
 //!
-//! A task of its own checks the link every couple of seconds, sets up what
-//! is missing (the hub's side once the link is up) and reports the state
-//! for the heartbeat, `/metrics` and `plexus status`.
+//! - **Gap-free and in order.** Each publish expects the hub stream's last
+//!   sequence (`Nats-Expected-Last-Sequence`), so the hub holds a prefix of
+//!   what the pump sent, never a record after a missing one; the stream is
+//!   this edge's alone.
+//! - **Resumes exactly.** Each record carries its sequence here
+//!   (`Plexus-Edge-Seq`). A pump starts every session (after an outage, a
+//!   failed publish, a restart of either side) right after the record the
+//!   hub holds last, or the consumer's ack floor if that is further on.
+//! - **Counted here.** The consumer is acked only for what the hub stored,
+//!   so its pending count is exactly the backlog, readable while the link is
+//!   down. A record is never deleted here by forwarding; the stream's own
+//!   limits apply.
+//!
+//! Why not nats-server's sourcing: ARCHITECTURE.md, "Edge hosts". A task of
+//! its own checks the link every couple of seconds, sets up the local side,
+//! starts a pump per stream and reports the state for the heartbeat,
+//! `/metrics` and `plexus status`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream::{consumer, stream};
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::bus::{Bus, FORWARDED_SUBJECTS};
+use crate::bus::{Bus, FORWARDED_FROM, FORWARDED_SUBJECTS, headers};
 use crate::config::EdgeConfig;
 use crate::observe::Metrics;
 
-/// The consumer the hub sources through. The `_` keeps it apart from the
+/// The consumer the pumps read through. The `_` keeps it apart from the
 /// connectors' consumers (`plexus-<name>`, names being `[a-z0-9-]`).
 pub const CONSUMER: &str = "plexus_forward";
+/// What forwarded subjects start with at the hub: `plexus.forward.<domain>.<subject>`.
+pub const SUBJECT_PREFIX: &str = "plexus.forward";
 /// How often the link is checked and the count refreshed.
 const EVERY: Duration = Duration::from_secs(2);
 /// The longest one call to the hub may take.
 const CALL: Duration = Duration::from_secs(3);
+/// The longest the hub may take to confirm a batch it was sent.
+const CONFIRM: Duration = Duration::from_secs(10);
 /// The longest one call to this site's own server may take: it is never
 /// cut off, only busy, and a count given up on would go stale.
 const LOCAL_CALL: Duration = Duration::from_secs(15);
-/// How often the hub's side of a stream is checked again.
+/// Records, and bytes, read and sent per round trip.
+const BATCH: usize = 1_000;
+const BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Pause between sessions after a failure.
+const RETRY: Duration = Duration::from_secs(1);
+/// How long a refused stream waits before it is tried again.
 const RECHECK: Duration = Duration::from_secs(30);
-/// Messages in flight to the hub before it must acknowledge some.
-const IN_FLIGHT: i64 = 1_000;
 
 /// What the edge reports about forwarding.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,11 +118,11 @@ impl Forwarder {
         let worker = Worker {
             local,
             hub,
-            api: format!("$JS.{}.API", edge.domain),
-            deliver_prefix: format!("plexus.forward.{}", edge.domain),
+            domain: edge.domain.clone(),
             metrics,
-            checked: HashMap::new(),
-            problems: HashMap::new(),
+            pumps: HashMap::new(),
+            problems: Arc::default(),
+            ready: Arc::default(),
         };
         let task = tokio::spawn(worker.run(asked, state_tx, stopped));
         Forwarder {
@@ -124,9 +144,8 @@ impl Forwarder {
     }
 
     /// Forward these subjects and wait (a while) until their streams are
-    /// set up here and, if the hub answers, there: called before the
-    /// connectors that publish to them start, so that no record published
-    /// here can reach a stream at the hub another way first.
+    /// set up here: called before the connectors that publish to them
+    /// start, so that their first records are counted as waiting.
     pub async fn settle(&self, subjects: BTreeSet<String>) {
         let mut state = self.state.clone();
         self.forward(subjects.clone());
@@ -148,24 +167,29 @@ impl Forwarder {
         self.state.clone()
     }
 
-    /// Stop the task (forwarding itself goes on in the servers).
+    /// Stop the task and its pumps; what they have sent and the hub has not
+    /// confirmed is sent again by the next start.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(CALL, self.task).await;
+        let _ = tokio::time::timeout(CONFIRM, self.task).await;
     }
 }
+
+/// Why a stream is not forwarded, by stream name.
+type Problems = Arc<Mutex<HashMap<String, String>>>;
+/// The streams whose hub side is set up.
+type Ready = Arc<Mutex<BTreeSet<String>>>;
 
 struct Worker {
     local: Bus,
     hub: Bus,
-    /// The hub reaches this site's JetStream under this prefix.
-    api: String,
-    deliver_prefix: String,
+    domain: String,
     metrics: Arc<Metrics>,
-    /// Streams whose hub side was last found right, and when.
-    checked: HashMap<String, tokio::time::Instant>,
-    /// Streams the hub's side of which cannot be set up, and why.
-    problems: HashMap<String, String>,
+    /// A pump per stream, told its stream's subjects.
+    pumps: HashMap<String, (watch::Sender<Vec<String>>, tokio::task::JoinHandle<()>)>,
+    problems: Problems,
+    /// Streams whose hub side a pump has set up.
+    ready: Ready,
 }
 
 impl Worker {
@@ -185,7 +209,7 @@ impl Worker {
             }
             let subjects = asked.borrow_and_update().clone();
             let before = state.borrow().clone();
-            let after = self.pass(&subjects, before.clone()).await;
+            let after = self.pass(&subjects, before.clone(), &stopped).await;
             self.metrics.set_forwarding(after.waiting, after.link_up);
             if after.link_up != before.link_up {
                 if after.link_up {
@@ -199,9 +223,18 @@ impl Worker {
             }
             state.send_replace(after);
         }
+        // The pumps see the same stop; each finishes its batch in hand.
+        for (_, (_, pump)) in self.pumps.drain() {
+            let _ = tokio::time::timeout(CONFIRM, pump).await;
+        }
     }
 
-    async fn pass(&mut self, subjects: &BTreeSet<String>, mut state: ForwardState) -> ForwardState {
+    async fn pass(
+        &mut self,
+        subjects: &BTreeSet<String>,
+        mut state: ForwardState,
+        stopped: &watch::Receiver<bool>,
+    ) -> ForwardState {
         let link_up = matches!(
             tokio::time::timeout(CALL, self.hub.js.query_account()).await,
             Ok(Ok(_))
@@ -209,70 +242,79 @@ impl Worker {
         if link_up != state.link_up {
             state.link_up = link_up;
             state.since = now();
-            // What the hub had may have changed while it was away.
-            self.checked.clear();
         }
         let mut streams = BTreeMap::new();
         let mut handled = BTreeSet::new();
+        let mut settled = BTreeSet::new();
         for subject in subjects {
-            // Made here, as its connector would, so that forwarding is set
-            // up before the first record is published.
+            // Made here, as its connector would, so that the consumer counts
+            // from the first record published.
             let Ok(Ok(name)) =
                 tokio::time::timeout(LOCAL_CALL, self.local.ensure_stream(subject, true)).await
             else {
                 // The local bus is busy: the next pass tries again.
                 continue;
             };
-            handled.insert(subject.clone());
             if streams.contains_key(&name) {
+                if settled.contains(&name) {
+                    handled.insert(subject.clone());
+                }
                 continue;
             }
-            let stream = match self.local_side(&name).await {
+            let mut stream = match self.local_side(&name).await {
                 Ok(stream) => stream,
                 Err(error) => StreamState {
                     problem: Some(format!("{error:#}")),
                     ..state.streams.get(&name).cloned().unwrap_or_default()
                 },
             };
-            streams.insert(name, stream);
-        }
-        if link_up {
-            let now = tokio::time::Instant::now();
-            for (name, stream) in &mut streams {
-                if stream.problem.is_some()
-                    || self
-                        .checked
-                        .get(name)
-                        .is_some_and(|at| now.duration_since(*at) < RECHECK)
-                {
-                    continue;
-                }
-                match self.hub_side(name, &stream.subjects).await {
-                    Ok(()) => {
-                        self.checked.insert(name.clone(), now);
-                        if self.problems.remove(name).is_some() {
-                            tracing::info!(stream = %name, "Forwarding to the hub set up.");
-                        }
-                    }
-                    Err(error) => {
-                        let reason = format!("{error:#}");
-                        if self.problems.get(name) != Some(&reason) {
-                            tracing::error!(stream = %name, %reason, "Cannot forward this stream to the hub.");
-                        }
-                        self.problems.insert(name.clone(), reason);
-                    }
-                }
-            }
-        }
-        for (name, stream) in &mut streams {
             if stream.problem.is_none() {
-                stream.problem = self.problems.get(name).cloned();
+                self.pump(&name, &stream.subjects, stopped);
+                stream.problem = lock(&self.problems).get(&name).cloned();
             }
+            // Set up for its connector once the hub's side is too, or the
+            // hub cannot be asked (then the pump sets it up on its return).
+            let ready = lock(&self.ready).contains(&name);
+            if ready || !link_up || stream.problem.is_some() {
+                handled.insert(subject.clone());
+                settled.insert(name.clone());
+            }
+            streams.insert(name, stream);
         }
         state.waiting = streams.values().map(|s| s.waiting).sum();
         state.streams = streams;
         state.handled = handled;
         state
+    }
+
+    /// Start the stream's pump, or tell it the stream's subjects.
+    fn pump(&mut self, name: &str, subjects: &[String], stopped: &watch::Receiver<bool>) {
+        if let Some((told, task)) = self.pumps.get(name)
+            && !task.is_finished()
+        {
+            told.send_if_modified(|current| {
+                let changed = current.as_slice() != subjects;
+                if changed {
+                    *current = subjects.to_vec();
+                }
+                changed
+            });
+            return;
+        }
+        let (told, subjects) = watch::channel(subjects.to_vec());
+        let pump = Pump {
+            local: self.local.clone(),
+            hub: self.hub.clone(),
+            name: name.to_owned(),
+            domain: self.domain.clone(),
+            prefix: format!("{SUBJECT_PREFIX}.{}", self.domain),
+            subjects,
+            stopped: stopped.clone(),
+            problems: self.problems.clone(),
+            ready: self.ready.clone(),
+        };
+        self.pumps
+            .insert(name.to_owned(), (told, tokio::spawn(pump.run())));
     }
 
     /// The local stream's subjects and the forwarding consumer's backlog,
@@ -290,23 +332,22 @@ impl Worker {
         let info = match bounded_local(stream.consumer_info(CONSUMER)).await? {
             Ok(info) => info,
             Err(_) => {
-                let created: consumer::Consumer<consumer::push::Config> = bounded_local(
-                    stream.get_or_create_consumer(
-                        CONSUMER,
-                        consumer::push::Config {
-                            durable_name: Some(CONSUMER.to_owned()),
-                            description: Some("Plexus: forwards to the hub".into()),
-                            deliver_subject: self.deliver_subject(name),
-                            deliver_policy: consumer::DeliverPolicy::All,
-                            ack_policy: consumer::AckPolicy::FlowControl,
-                            max_deliver: -1,
-                            max_ack_pending: IN_FLIGHT,
-                            flow_control: true,
-                            idle_heartbeat: Duration::from_secs(1),
-                            ..Default::default()
-                        },
-                    ),
-                )
+                let created: consumer::PullConsumer = bounded_local(stream.get_or_create_consumer(
+                    CONSUMER,
+                    consumer::pull::Config {
+                        durable_name: Some(CONSUMER.to_owned()),
+                        description: Some("Plexus: forwards to the hub".into()),
+                        deliver_policy: consumer::DeliverPolicy::All,
+                        // Acked up to what the hub confirmed; every session
+                        // starts from there again, so nothing is redelivered
+                        // behind its back.
+                        ack_policy: consumer::AckPolicy::All,
+                        ack_wait: Duration::from_secs(600),
+                        max_deliver: -1,
+                        max_ack_pending: BATCH as i64 * 2,
+                        ..Default::default()
+                    },
+                ))
                 .await?
                 .with_context(|| format!("cannot create consumer {CONSUMER} on stream {name}"))?;
                 tracing::info!(stream = %name, "Forwarding consumer created.");
@@ -319,28 +360,236 @@ impl Worker {
             problem: None,
         })
     }
+}
 
-    fn deliver_subject(&self, name: &str) -> String {
-        format!("{}.{name}", self.deliver_prefix)
+/// Why a session ended.
+enum Failure {
+    /// The hub's side cannot be set up as things are (a stream in the way):
+    /// said once, tried again now and then.
+    Refused(String),
+    /// The link, a timeout, a rejected publish: tried again at once.
+    Broken(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Failure {
+        Failure::Broken(error)
+    }
+}
+
+/// Forwards one local stream.
+struct Pump {
+    local: Bus,
+    hub: Bus,
+    name: String,
+    domain: String,
+    /// `plexus.forward.<domain>`.
+    prefix: String,
+    subjects: watch::Receiver<Vec<String>>,
+    stopped: watch::Receiver<bool>,
+    problems: Problems,
+    ready: Ready,
+}
+
+impl Pump {
+    async fn run(mut self) {
+        while !*self.stopped.borrow() {
+            let pause = match self.session().await {
+                Ok(()) => continue,
+                Err(Failure::Refused(reason)) => {
+                    let mut problems = lock(&self.problems);
+                    if problems.get(&self.name) != Some(&reason) {
+                        tracing::error!(stream = %self.name, %reason, "Cannot forward this stream to the hub.");
+                    }
+                    problems.insert(self.name.clone(), reason);
+                    RECHECK
+                }
+                Err(Failure::Broken(error)) => {
+                    tracing::debug!(stream = %self.name, error = format!("{error:#}"), "Forwarding interrupted; resuming.");
+                    RETRY
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.stopped.changed() => {}
+                _ = self.subjects.changed() => {}
+            }
+        }
     }
 
-    /// At the hub: a stream named `name` that captures nothing itself and
-    /// sources this site's stream through [`CONSUMER`].
-    async fn hub_side(&self, name: &str, subjects: &[String]) -> anyhow::Result<()> {
-        let ours = stream::Source {
-            name: name.to_owned(),
-            external: Some(stream::External {
-                api_prefix: self.api.clone(),
-                delivery_prefix: None,
-            }),
-            consumer: Some(stream::StreamConsumerSource::new(
-                CONSUMER,
-                self.deliver_subject(name),
+    /// Set up the hub's side, find where to resume, then send until
+    /// something breaks, the subjects change or the host stops.
+    async fn session(&mut self) -> Result<(), Failure> {
+        let subjects = self.subjects.borrow_and_update().clone();
+        let mut last = self.hub_side(&subjects).await?;
+        if lock(&self.problems).remove(&self.name).is_some() {
+            tracing::info!(stream = %self.name, "Forwarding to the hub set up.");
+        }
+        lock(&self.ready).insert(self.name.clone());
+        let held = self.held_at_hub(last).await?;
+        let stream = bounded_local(self.local.js.get_stream(&self.name))
+            .await?
+            .with_context(|| format!("cannot read stream {}", self.name))?;
+        let consumer: consumer::PullConsumer = bounded_local(stream.get_consumer(CONSUMER))
+            .await?
+            .map_err(|e| {
+                anyhow::anyhow!("cannot read consumer {CONSUMER} on {}: {e}", self.name)
+            })?;
+        let floor = bounded_local(stream.consumer_info(CONSUMER))
+            .await?
+            .with_context(|| format!("cannot read consumer {CONSUMER} on {}", self.name))?
+            .ack_floor
+            .stream_sequence;
+        self.reset(floor.max(held.unwrap_or(0)) + 1).await?;
+        loop {
+            let batch = tokio::select! {
+                _ = self.stopped.changed() => return Ok(()),
+                _ = self.subjects.changed() => return Ok(()),
+                batch = fetch(&consumer) => batch?,
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            last = self.send(&batch, last).await?;
+        }
+    }
+
+    /// Publish a batch in order, each expecting the hub's last sequence to
+    /// be the one before it; ack here what the hub stored. The hub's last
+    /// sequence after it, or why the session ends.
+    async fn send(&self, batch: &[jetstream::Message], last: u64) -> Result<u64, Failure> {
+        // Any record of the batch not confirmed ends the session, so that the
+        // next one re-reads it (the consumer has handed it out already).
+        let mut sent = Vec::with_capacity(batch.len());
+        for (i, msg) in batch.iter().enumerate() {
+            let seq = msg
+                .info()
+                .map_err(|e| anyhow::anyhow!("a record without its stream sequence: {e}"))?
+                .stream_sequence;
+            let headers = forwarded_headers(msg.headers.as_ref(), seq, last + i as u64);
+            let subject = format!("{}.{}", self.prefix, msg.subject);
+            match bounded(
+                self.hub
+                    .js
+                    .publish_with_headers(subject, headers, msg.payload.clone()),
+            )
+            .await
+            {
+                Ok(Ok(ack)) => sent.push(ack),
+                // What was sent so far is still confirmed below.
+                _ => break,
+            }
+        }
+        let whole = sent.len() == batch.len();
+        let mut last = last;
+        let mut confirmed = None;
+        let mut ended = None;
+        for (msg, ack) in batch.iter().zip(sent) {
+            match tokio::time::timeout(CONFIRM, ack).await {
+                Ok(Ok(ack)) if ack.duplicate => {
+                    // The hub already has a record with this Nats-Msg-Id and
+                    // kept no second copy: done with, but the sequences the
+                    // rest of the batch expected are now off by one.
+                    confirmed = Some(msg);
+                    ended = Some(None);
+                    break;
+                }
+                Ok(Ok(ack)) => {
+                    last = ack.sequence;
+                    confirmed = Some(msg);
+                }
+                Ok(Err(error)) => {
+                    ended = Some(Some(anyhow::anyhow!(
+                        "the hub did not store a record: {error}"
+                    )));
+                    break;
+                }
+                Err(_) => {
+                    ended = Some(Some(anyhow::anyhow!(
+                        "the hub did not confirm within {CONFIRM:?}"
+                    )));
+                    break;
+                }
+            }
+        }
+        if let Some(msg) = confirmed {
+            bounded_local(msg.double_ack())
+                .await?
+                .map_err(|e| anyhow::anyhow!("cannot record what the hub stored: {e}"))?;
+        }
+        match ended {
+            Some(Some(error)) => Err(error.into()),
+            Some(None) => Err(anyhow::anyhow!("a duplicate; resuming after it").into()),
+            None if whole => Ok(last),
+            None => Err(anyhow::anyhow!("the hub did not take the whole batch").into()),
+        }
+    }
+
+    /// Point the consumer at `seq`, dropping what it had handed out: a
+    /// session reads on from exactly where the hub stands.
+    async fn reset(&self, seq: u64) -> anyhow::Result<()> {
+        #[derive(Deserialize)]
+        struct Reset {
+            #[allow(dead_code)]
+            reset_seq: u64,
+        }
+        let subject = format!("CONSUMER.RESET.{}.{CONSUMER}", self.name);
+        let body = serde_json::json!({ "seq": seq });
+        match bounded_local(self.local.js.request(subject, &body)).await? {
+            Ok(jetstream::response::Response::Ok(Reset { .. })) => Ok(()),
+            Ok(jetstream::response::Response::Err { error }) => Err(anyhow::anyhow!(
+                "cannot reset consumer {CONSUMER} on {}: {error}",
+                self.name
             )),
-            ..Default::default()
+            Err(error) => Err(anyhow::anyhow!(
+                "cannot reset consumer {CONSUMER} on {}: {error}",
+                self.name
+            )),
+        }
+    }
+
+    /// The sequence here of the record the hub stored last (sequence `last`
+    /// there), if the hub still has it.
+    async fn held_at_hub(&self, last: u64) -> Result<Option<u64>, Failure> {
+        if last == 0 {
+            return Ok(None);
+        }
+        let stream = bounded(self.hub.js.get_stream(&self.name))
+            .await?
+            .with_context(|| format!("cannot read the hub's stream {}", self.name))?;
+        match bounded(stream.get_raw_message(last)).await? {
+            Ok(msg) => Ok(msg
+                .headers
+                .get(headers::EDGE_SEQ)
+                .and_then(|v| v.as_str().parse().ok())),
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => {
+                Err(anyhow::anyhow!("cannot read the hub's stream {}: {e}", self.name).into())
+            }
+        }
+    }
+
+    /// At the hub: a stream named as this one that captures
+    /// `plexus.forward.<domain>.<subject>` for its subjects and stores each
+    /// record under `<subject>`. Its last sequence.
+    async fn hub_side(&self, subjects: &[String]) -> Result<u64, Failure> {
+        let name = &self.name;
+        let forward: Vec<String> = subjects
+            .iter()
+            .map(|s| format!("{}.{s}", self.prefix))
+            .collect();
+        let transform = stream::SubjectTransform {
+            source: format!("{}.>", self.prefix),
+            destination: ">".into(),
         };
-        let is_ours = |s: &stream::Source| {
-            s.name == name && s.external.as_ref().map(|e| e.api_prefix.as_str()) == Some(&self.api)
+        let metadata = |config: &mut stream::Config| {
+            config.metadata.insert(
+                FORWARDED_SUBJECTS.to_owned(),
+                serde_json::to_string(subjects).unwrap_or_default(),
+            );
+            config
+                .metadata
+                .insert(FORWARDED_FROM.to_owned(), self.domain.clone());
         };
         let existing = match bounded(self.hub.js.get_stream(name)).await? {
             Ok(mut stream) => Some(
@@ -350,102 +599,93 @@ impl Worker {
                     .clone(),
             ),
             Err(e)
-                if matches!(e.kind(), async_nats::jetstream::context::GetStreamErrorKind::JetStream(j)
-                    if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+                if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
             {
                 None
             }
             Err(e) => {
-                return Err(anyhow::anyhow!(
-                    "cannot look up the hub's stream {name}: {e}"
-                ));
+                return Err(anyhow::anyhow!("cannot look up the hub's stream {name}: {e}").into());
             }
         };
-        match existing {
-            None => {
-                // A hub stream capturing these subjects would store what is
-                // published here twice: once over the leaf link, once sourced.
-                for subject in subjects {
-                    if let Ok(Ok(other)) =
-                        tokio::time::timeout(CALL, self.hub.js.stream_by_subject(subject)).await
-                    {
-                        anyhow::bail!(
-                            "the hub's stream {other} captures {subject} itself, so records published here would reach it twice; publish under a subject of this facility's own (e.g. raw.<facility>.…)"
-                        );
-                    }
+        let Some(info) = existing else {
+            // A hub stream capturing these subjects would also take what is
+            // published here, straight over the leaf link.
+            for subject in subjects {
+                if let Ok(Ok(other)) =
+                    tokio::time::timeout(CALL, self.hub.js.stream_by_subject(subject)).await
+                {
+                    return Err(Failure::Refused(format!(
+                        "the hub's stream {other} captures {subject} itself, so records published here would reach it twice; publish under a subject of this facility's own (e.g. raw.<facility>.…)"
+                    )));
                 }
-                let replicas = self.hub_replicas().await;
-                let limits = &self.local.limits;
-                let config = stream::Config {
-                    name: name.to_owned(),
-                    description: Some("Plexus: records forwarded from edge hosts".into()),
-                    subjects: Vec::new(),
-                    sources: Some(vec![ours]),
-                    storage: stream::StorageType::File,
-                    duplicate_window: limits.duplicate_window,
-                    max_bytes: limits.stream_max_bytes,
-                    max_age: limits.stream_max_age,
-                    discard: stream::DiscardPolicy::New,
-                    num_replicas: replicas,
-                    metadata: HashMap::from([(
-                        FORWARDED_SUBJECTS.to_owned(),
-                        serde_json::to_string(subjects).unwrap_or_default(),
-                    )]),
-                    ..Default::default()
-                };
-                bounded(self.hub.js.create_stream(config))
-                    .await?
-                    .with_context(|| format!("cannot create the hub's stream {name}"))?;
-                tracing::info!(stream = %name, "Hub stream created; it sources this site's stream.");
-                Ok(())
             }
-            Some(info) => {
-                let mut config = info.config.clone();
+            let limits = &self.local.limits;
+            let mut config = stream::Config {
+                name: name.to_owned(),
+                description: Some(format!(
+                    "Plexus: records forwarded from edge {}",
+                    self.domain
+                )),
+                subjects: forward,
+                subject_transform: Some(transform),
+                storage: stream::StorageType::File,
+                duplicate_window: limits.duplicate_window,
+                max_bytes: limits.stream_max_bytes,
+                max_age: limits.stream_max_age,
+                discard: stream::DiscardPolicy::New,
+                num_replicas: self.hub_replicas().await,
+                ..Default::default()
+            };
+            metadata(&mut config);
+            bounded(self.hub.js.create_stream(config))
+                .await?
+                .with_context(|| format!("cannot create the hub's stream {name}"))?;
+            tracing::info!(stream = %name, "Hub stream created for this site's records.");
+            return Ok(0);
+        };
+        let mut config = info.config.clone();
+        match config.metadata.get(FORWARDED_FROM) {
+            Some(domain) if *domain == self.domain => {}
+            Some(other) => {
+                return Err(Failure::Refused(format!(
+                    "the hub's stream {name} already takes the records of domain {other}; each forwarded subject belongs to one facility, so publish here under a subject of this facility's own (e.g. raw.<facility>.…)"
+                )));
+            }
+            None => {
+                // A stream a hub connector made for these subjects before any
+                // record arrived is taken over; one with records is another
+                // publisher's and left alone.
                 let sourced = config.sources.as_ref().is_some_and(|s| !s.is_empty());
-                if !config.subjects.is_empty() {
-                    // A stream a hub connector made for these subjects before
-                    // any record arrived: taken over. One with records is
-                    // another publisher's and left alone.
-                    if sourced || info.state.last_sequence > 0 || !name.starts_with("PLEXUS_") {
-                        anyhow::bail!(
-                            "the hub's stream {name} stores {} itself ({} records); it cannot also take this facility's records. Publish here under a subject of this facility's own",
-                            config.subjects.join(", "),
-                            info.state.messages
-                        );
-                    }
-                    config.subjects = Vec::new();
+                if sourced || info.state.last_sequence > 0 || !name.starts_with("PLEXUS_") {
+                    return Err(Failure::Refused(format!(
+                        "the hub's stream {name} stores {} itself ({} records); it cannot also take this facility's records. Publish here under a subject of this facility's own",
+                        config.subjects.join(", "),
+                        info.state.messages
+                    )));
                 }
-                let mut known: Vec<String> = config
-                    .metadata
-                    .get(FORWARDED_SUBJECTS)
-                    .and_then(|s| serde_json::from_str(s).ok())
-                    .unwrap_or_default();
-                let mut changed = info.config.subjects != config.subjects;
-                for subject in subjects {
-                    if !known.contains(subject) {
-                        known.push(subject.clone());
-                        changed = true;
-                    }
-                }
-                let sources = config.sources.get_or_insert_with(Vec::new);
-                if !sources.iter().any(is_ours) {
-                    sources.push(ours);
-                    changed = true;
-                }
-                if !changed {
-                    return Ok(());
-                }
-                config.metadata.insert(
-                    FORWARDED_SUBJECTS.to_owned(),
-                    serde_json::to_string(&known).unwrap_or_default(),
-                );
-                bounded(self.hub.js.update_stream(config))
-                    .await?
-                    .with_context(|| format!("cannot update the hub's stream {name}"))?;
-                tracing::info!(stream = %name, "Hub stream now sources this site's stream.");
-                Ok(())
+                config.subjects.clear();
             }
         }
+        let mut changed = false;
+        for subject in forward {
+            if !config.subjects.contains(&subject) {
+                config.subjects.push(subject);
+                changed = true;
+            }
+        }
+        if config.subject_transform.as_ref() != Some(&transform) {
+            config.subject_transform = Some(transform);
+            changed = true;
+        }
+        metadata(&mut config);
+        if changed || config.metadata != info.config.metadata {
+            bounded(self.hub.js.update_stream(config))
+                .await?
+                .with_context(|| format!("cannot update the hub's stream {name}"))?;
+            tracing::info!(stream = %name, "Hub stream now takes this site's records.");
+        }
+        Ok(info.state.last_sequence)
     }
 
     /// Copies the hub keeps of its control buckets: its streams for
@@ -460,6 +700,44 @@ impl Worker {
             _ => 1,
         }
     }
+}
+
+/// Up to a batch of records, waiting a second for the first.
+async fn fetch(consumer: &consumer::PullConsumer) -> anyhow::Result<Vec<jetstream::Message>> {
+    let mut messages = bounded_local(
+        consumer
+            .fetch()
+            .max_messages(BATCH)
+            .max_bytes(BATCH_BYTES)
+            .expires(Duration::from_secs(1))
+            .messages(),
+    )
+    .await?
+    .map_err(|e| anyhow::anyhow!("cannot read the records to forward: {e}"))?;
+    let mut batch = Vec::new();
+    while let Some(msg) = bounded_local(messages.next()).await? {
+        batch.push(msg.map_err(|e| anyhow::anyhow!("cannot read the records to forward: {e}"))?);
+    }
+    Ok(batch)
+}
+
+/// A record's headers as the hub stores them: its own, less any
+/// expectations it was published with here, plus its sequence here and the
+/// hub's last sequence it must follow.
+fn forwarded_headers(own: Option<&HeaderMap>, seq: u64, expected_last: u64) -> HeaderMap {
+    let mut h = headers::without_expectations(own);
+    h.insert(headers::EDGE_SEQ, seq.to_string().as_str());
+    h.insert(
+        headers::EXPECTED_LAST_SEQUENCE,
+        expected_last.to_string().as_str(),
+    );
+    h
+}
+
+fn lock<T>(shared: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// One call, bounded by [`CALL`].
