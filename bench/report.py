@@ -272,12 +272,13 @@ The edge row (`just bench-fleet`, or `cargo bench --bench system -- edge`):
 a hub `nats-server` in domain `hub`, a `plexus up` edge whose embedded bus
 is its leaf node, and the hub killed while 100,000 HL7 requisitions are
 stored at the edge; then the hub is started again. The first column is from
-its start until the first forwarded record is stored there (reconnect and
-the source resuming); the rate counts from that record to the last, and the
-last column is what the hub holds once it stops growing. An earlier run
-with 10,000 records in flight per forwarding consumer (now 1,000) stored
-95,860 of 100,000 while the edge's consumer counted all as acknowledged;
-not reproduced since, and open (ARCHITECTURE.md, "Not yet here").
+its start until the first forwarded record is stored there (the leaf link
+reconnecting and the edge's pump resuming); the rate counts from that
+record to the last, and the last column is what the hub holds once it
+stops growing. Runs before 2026-12-03 had the hub source the edge's
+streams (nats-server's durable sourcing) rather than the edge republish;
+one of them stored 95,860 of 100,000, a hub source stalled by its retry
+backoff (ARCHITECTURE.md, "Edge hosts").
 """
 
 IMPROVEMENTS = """## Improvements

@@ -336,6 +336,57 @@ async fn an_edge_acks_hl7_through_a_wan_outage_and_a_crash_and_the_hub_gets_each
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_link_forwards_every_record_once_and_in_order() {
+    const ROUNDS: usize = 6;
+    const PER_ROUND: usize = 600;
+    let hub = TestHub::start().await;
+    let link = Link::start(hub.leaf_port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut edge = Edge::start(dir.path(), "st-marys-1", link.port);
+    deploy(&hub.url, &plugin("mllp"), "mllp", "1.0.0").await;
+    let port = free_port();
+    let definitions = write(dir.path(), "connectors.toml", &adt_in(port, "1.0.0"));
+    apply(&hub.url, &definitions).await;
+    edge.process
+        .wait_line("plexus: fleet applied; added [\"adt-in\"]");
+
+    // Each round the link drops while records are being taken and
+    // forwarded, and comes back a moment later: batches are cut short in
+    // flight, before or after the hub stored them.
+    let raw = "raw.st-marys.hl7";
+    for round in 0..ROUNDS {
+        let range = round * PER_ROUND..(round + 1) * PER_ROUND;
+        let flap = async {
+            tokio::time::sleep(Duration::from_millis(150 + 100 * round as u64)).await;
+            link.cut();
+            tokio::time::sleep(Duration::from_millis(700 + 200 * (round % 3) as u64)).await;
+            link.restore();
+        };
+        tokio::join!(send_all(port, range, 4), flap);
+    }
+    let total = (ROUNDS * PER_ROUND) as u64;
+    hub.wait_for_count(raw, total).await;
+
+    // The hub holds the edge's stream as it is: every record once, in the
+    // edge's order, none skipped.
+    let forwarded = hub.messages(raw).await;
+    assert_eq!(forwarded.len() as u64, total);
+    let mut ids = std::collections::HashSet::new();
+    for (i, msg) in forwarded.iter().enumerate() {
+        assert_eq!(
+            header(msg, "Plexus-Edge-Seq").as_deref(),
+            Some((i + 1).to_string().as_str()),
+            "record {i} at the hub"
+        );
+        assert!(ids.insert(header(msg, "Nats-Msg-Id").unwrap()));
+    }
+    wait_until_async("the edge counts nothing waiting", || async {
+        edge.waiting() == 0.0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_applied_at_the_hub_reaches_the_edge_once_the_link_is_back() {
     let hub = TestHub::start().await;
     let link = Link::start(hub.leaf_port).await;

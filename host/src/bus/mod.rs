@@ -407,7 +407,7 @@ impl Bus {
             .info()
             .await
             .with_context(|| format!("cannot read stream {name}"))?;
-        let sourced = info
+        let forwarded = info
             .config
             .metadata
             .get(FORWARDED_FROM)
@@ -425,7 +425,7 @@ impl Bus {
             .unwrap_or_default()
             .iter()
             .any(|pattern| covers(pattern, subject));
-        Ok((sourced && holds).then_some(name))
+        Ok((forwarded && holds).then_some(name))
     }
 
     async fn check_window(&self, name: &str) -> anyhow::Result<()> {

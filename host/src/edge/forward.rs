@@ -312,6 +312,7 @@ impl Worker {
             stopped: stopped.clone(),
             problems: self.problems.clone(),
             ready: self.ready.clone(),
+            interrupted: None,
         };
         self.pumps
             .insert(name.to_owned(), (told, tokio::spawn(pump.run())));
@@ -389,6 +390,8 @@ struct Pump {
     stopped: watch::Receiver<bool>,
     problems: Problems,
     ready: Ready,
+    /// Why the last session broke off, once said.
+    interrupted: Option<String>,
 }
 
 impl Pump {
@@ -405,7 +408,12 @@ impl Pump {
                     RECHECK
                 }
                 Err(Failure::Broken(error)) => {
-                    tracing::debug!(stream = %self.name, error = format!("{error:#}"), "Forwarding interrupted; resuming.");
+                    // Said once per reason: an outage is one line, not one a second.
+                    let reason = format!("{error:#}");
+                    if self.interrupted.as_ref() != Some(&reason) {
+                        tracing::info!(stream = %self.name, %reason, "Forwarding interrupted; trying again every second.");
+                        self.interrupted = Some(reason);
+                    }
                     RETRY
                 }
             };
@@ -426,6 +434,7 @@ impl Pump {
             tracing::info!(stream = %self.name, "Forwarding to the hub set up.");
         }
         lock(&self.ready).insert(self.name.clone());
+        self.interrupted = None;
         let held = self.held_at_hub(last).await?;
         let stream = bounded_local(self.local.js.get_stream(&self.name))
             .await?
