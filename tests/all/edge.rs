@@ -387,6 +387,51 @@ async fn a_flapping_link_forwards_every_record_once_and_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_whose_store_is_lost_forwards_its_new_records_from_their_start() {
+    let hub = TestHub::start().await;
+    let link = Link::start(hub.leaf_port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut edge = Edge::start(dir.path(), "st-marys-1", link.port);
+    deploy(&hub.url, &plugin("mllp"), "mllp", "1.0.0").await;
+    let port = free_port();
+    let definitions = write(dir.path(), "connectors.toml", &adt_in(port, "1.0.0"));
+    apply(&hub.url, &definitions).await;
+    edge.process
+        .wait_line("plexus: fleet applied; added [\"adt-in\"]");
+    let raw = "raw.st-marys.hl7";
+    send_all(port, 0..300, 4).await;
+    hub.wait_for_count(raw, 300).await;
+
+    // The machine's bus store is lost (a replaced disk): the edge comes back,
+    // during an outage, with streams numbered from 1 again, and takes more
+    // records than the hub has from it before the link returns.
+    let (config, data) = (edge.config.clone(), edge.data.clone());
+    drop(edge);
+    std::fs::remove_dir_all(data.join("nats")).unwrap();
+    link.cut();
+    let mut edge = Edge::spawn(dir.path(), "st-marys-1", config, data);
+    edge.process
+        .wait_line("plexus: fleet applied; added [\"adt-in\"]");
+    send_all(port, 1_000..1_400, 4).await;
+    link.restore();
+
+    // The hub's last record says 300, but it is not this store's 300th:
+    // all 400 new records are forwarded, none skipped.
+    hub.wait_for_count(raw, 700).await;
+    let ids: std::collections::HashSet<String> = hub
+        .messages(raw)
+        .await
+        .iter()
+        .map(|m| header(m, "Nats-Msg-Id").unwrap())
+        .collect();
+    assert_eq!(ids.len(), 700);
+    wait_until_async("the edge counts nothing waiting", || async {
+        edge.waiting() == 0.0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_applied_at_the_hub_reaches_the_edge_once_the_link_is_back() {
     let hub = TestHub::start().await;
     let link = Link::start(hub.leaf_port).await;

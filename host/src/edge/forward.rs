@@ -60,6 +60,8 @@ const BATCH: usize = 1_000;
 const BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Pause between sessions after a failure.
 const RETRY: Duration = Duration::from_secs(1);
+/// Pause after the hub refused records (a full stream, one too large).
+const REJECTED: Duration = Duration::from_secs(5);
 /// How long a refused stream waits before it is tried again.
 const RECHECK: Duration = Duration::from_secs(30);
 
@@ -122,7 +124,7 @@ impl Forwarder {
             metrics,
             pumps: HashMap::new(),
             problems: Arc::default(),
-            ready: Arc::default(),
+            tried: Arc::default(),
         };
         let task = tokio::spawn(worker.run(asked, state_tx, stopped));
         Forwarder {
@@ -177,8 +179,9 @@ impl Forwarder {
 
 /// Why a stream is not forwarded, by stream name.
 type Problems = Arc<Mutex<HashMap<String, String>>>;
-/// The streams whose hub side is set up.
-type Ready = Arc<Mutex<BTreeSet<String>>>;
+/// The streams whose pump has tried a session (set up the hub's side or
+/// found why it cannot).
+type Tried = Arc<Mutex<BTreeSet<String>>>;
 
 struct Worker {
     local: Bus,
@@ -188,8 +191,8 @@ struct Worker {
     /// A pump per stream, told its stream's subjects.
     pumps: HashMap<String, (watch::Sender<Vec<String>>, tokio::task::JoinHandle<()>)>,
     problems: Problems,
-    /// Streams whose hub side a pump has set up.
-    ready: Ready,
+    /// Streams whose pump has tried a session.
+    tried: Tried,
 }
 
 impl Worker {
@@ -274,12 +277,23 @@ impl Worker {
             }
             // Set up for its connector once the hub's side is too, or the
             // hub cannot be asked (then the pump sets it up on its return).
-            let ready = lock(&self.ready).contains(&name);
-            if ready || !link_up || stream.problem.is_some() {
+            let tried = lock(&self.tried).contains(&name);
+            if tried || !link_up || stream.problem.is_some() {
                 handled.insert(subject.clone());
                 settled.insert(name.clone());
             }
             streams.insert(name, stream);
+        }
+        // A stream no connector publishes to any more is still forwarded
+        // until its pump has sent what it holds, and counted until then.
+        let pumped: Vec<String> = self.pumps.keys().cloned().collect();
+        for name in pumped {
+            if !streams.contains_key(&name)
+                && let Ok(stream) = self.local_side(&name).await
+                && stream.waiting > 0
+            {
+                streams.insert(name, stream);
+            }
         }
         state.waiting = streams.values().map(|s| s.waiting).sum();
         state.streams = streams;
@@ -311,7 +325,7 @@ impl Worker {
             subjects,
             stopped: stopped.clone(),
             problems: self.problems.clone(),
-            ready: self.ready.clone(),
+            tried: self.tried.clone(),
             interrupted: None,
         };
         self.pumps
@@ -368,7 +382,10 @@ enum Failure {
     /// The hub's side cannot be set up as things are (a stream in the way):
     /// said once, tried again now and then.
     Refused(String),
-    /// The link, a timeout, a rejected publish: tried again at once.
+    /// The hub refuses what it is sent (full, too large): shown as the
+    /// stream's problem and tried again every few seconds.
+    Rejected(String),
+    /// The link, a timeout, a sequence out of step: tried again at once.
     Broken(anyhow::Error),
 }
 
@@ -389,23 +406,26 @@ struct Pump {
     subjects: watch::Receiver<Vec<String>>,
     stopped: watch::Receiver<bool>,
     problems: Problems,
-    ready: Ready,
+    tried: Tried,
     /// Why the last session broke off, once said.
     interrupted: Option<String>,
 }
 
 impl Pump {
     async fn run(mut self) {
-        while !*self.stopped.borrow() {
-            let pause = match self.session().await {
+        while !self.stopping() {
+            let outcome = self.session().await;
+            // Tried, and found why not: `settle` waits no longer.
+            lock(&self.tried).insert(self.name.clone());
+            let pause = match outcome {
                 Ok(()) => continue,
                 Err(Failure::Refused(reason)) => {
-                    let mut problems = lock(&self.problems);
-                    if problems.get(&self.name) != Some(&reason) {
-                        tracing::error!(stream = %self.name, %reason, "Cannot forward this stream to the hub.");
-                    }
-                    problems.insert(self.name.clone(), reason);
+                    self.problem(reason);
                     RECHECK
+                }
+                Err(Failure::Rejected(reason)) => {
+                    self.problem(reason);
+                    REJECTED
                 }
                 Err(Failure::Broken(error)) => {
                     // Said once per reason: an outage is one line, not one a second.
@@ -425,17 +445,39 @@ impl Pump {
         }
     }
 
+    /// Whether the host is stopping, or the forwarder that started this
+    /// pump is gone.
+    fn stopping(&self) -> bool {
+        *self.stopped.borrow()
+            || self.stopped.has_changed().is_err()
+            || self.subjects.has_changed().is_err()
+    }
+
+    /// Why the stream is not forwarded, for the heartbeat; said once.
+    fn problem(&self, reason: String) {
+        let mut problems = lock(&self.problems);
+        if problems.get(&self.name) != Some(&reason) {
+            tracing::error!(stream = %self.name, %reason, "Cannot forward this stream to the hub.");
+        }
+        problems.insert(self.name.clone(), reason);
+    }
+
+    /// The hub took a batch: whatever stood in the way is gone.
+    fn flowing(&mut self) {
+        if lock(&self.problems).remove(&self.name).is_some() {
+            tracing::info!(stream = %self.name, "Forwarding to the hub resumed.");
+        }
+        self.interrupted = None;
+    }
+
     /// Set up the hub's side, find where to resume, then send until
     /// something breaks, the subjects change or the host stops.
     async fn session(&mut self) -> Result<(), Failure> {
         let subjects = self.subjects.borrow_and_update().clone();
         let mut last = self.hub_side(&subjects).await?;
-        if lock(&self.problems).remove(&self.name).is_some() {
-            tracing::info!(stream = %self.name, "Forwarding to the hub set up.");
-        }
-        lock(&self.ready).insert(self.name.clone());
-        self.interrupted = None;
-        let held = self.held_at_hub(last).await?;
+        // Set up at the hub: `settle` may start the connectors.
+        lock(&self.tried).insert(self.name.clone());
+        let (held, held_id) = self.held_at_hub(last).await?;
         let stream = bounded_local(self.local.js.get_stream(&self.name))
             .await?
             .with_context(|| format!("cannot read stream {}", self.name))?;
@@ -444,23 +486,77 @@ impl Pump {
             .map_err(|e| {
                 anyhow::anyhow!("cannot read consumer {CONSUMER} on {}: {e}", self.name)
             })?;
-        let floor = bounded_local(stream.consumer_info(CONSUMER))
-            .await?
-            .with_context(|| format!("cannot read consumer {CONSUMER} on {}", self.name))?
-            .ack_floor
-            .stream_sequence;
-        self.reset(floor.max(held.unwrap_or(0)) + 1).await?;
-        loop {
-            let batch = tokio::select! {
-                _ = self.stopped.changed() => return Ok(()),
-                _ = self.subjects.changed() => return Ok(()),
-                batch = fetch(&consumer) => batch?,
-            };
+        // A pull of an earlier session still open would be served from the
+        // reset point into an inbox nobody reads: wait it out (each lasts a
+        // second).
+        let floor = bounded_local(async {
+            loop {
+                let info = stream
+                    .consumer_info(CONSUMER)
+                    .await
+                    .with_context(|| format!("cannot read consumer {CONSUMER} on {}", self.name))?;
+                if info.num_waiting == 0 {
+                    return anyhow::Ok(info.ack_floor.stream_sequence);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await??;
+        let resume = match held {
+            Some(held) if self.held_here(&stream, held, &held_id).await? => floor.max(held),
+            _ => floor,
+        };
+        self.reset(resume + 1).await?;
+        // Stopping or new subjects are seen between batches only: a pull is
+        // never abandoned half-served.
+        while !self.stopping() && !self.subjects.has_changed().unwrap_or(true) {
+            let batch = fetch(&consumer).await?;
             if batch.is_empty() {
                 continue;
             }
             last = self.send(&batch, last).await?;
+            self.flowing();
         }
+        Ok(())
+    }
+
+    /// Whether the record the hub holds last, sent from sequence `held`
+    /// here, is this stream's record `held`: not if the stream was made
+    /// anew here (a wiped data directory, a replaced machine) since.
+    async fn held_here(
+        &self,
+        stream: &stream::Stream,
+        held: u64,
+        id: &Option<String>,
+    ) -> anyhow::Result<bool> {
+        let here = match bounded_local(stream.get_raw_message(held)).await? {
+            Ok(msg) => msg
+                .headers
+                .get(headers::MSG_ID)
+                .map(|v| v.as_str().to_owned()),
+            // Gone here by the stream's limits: forwarded or not, it cannot
+            // be sent again, and those after it are numbered after it.
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => {
+                let last_here = bounded_local(stream.get_info())
+                    .await?
+                    .map(|info| info.state.last_sequence)
+                    .unwrap_or(0);
+                if held <= last_here {
+                    return Ok(true);
+                }
+                None
+            }
+            Err(e) => anyhow::bail!("cannot read stream {}: {e}", self.name),
+        };
+        if here.is_some() && here == *id {
+            return Ok(true);
+        }
+        tracing::error!(
+            stream = %self.name,
+            held,
+            "The hub's last record from this site is not this stream's record of that number: the stream was made anew here. Forwarding it from its start."
+        );
+        Ok(false)
     }
 
     /// Publish a batch in order, each expecting the hub's last sequence to
@@ -500,21 +596,33 @@ impl Pump {
                     // kept no second copy: done with, but the sequences the
                     // rest of the batch expected are now off by one.
                     confirmed = Some(msg);
-                    ended = Some(None);
+                    ended = Some(Failure::Broken(anyhow::anyhow!(
+                        "a duplicate; resuming after it"
+                    )));
                     break;
                 }
                 Ok(Ok(ack)) => {
                     last = ack.sequence;
                     confirmed = Some(msg);
                 }
+                Ok(Err(error))
+                    if error.kind() == jetstream::context::PublishErrorKind::WrongLastSequence =>
+                {
+                    // Out of step (an earlier session's late copy landed):
+                    // the next session reads where the hub stands.
+                    ended = Some(Failure::Broken(anyhow::anyhow!(
+                        "the hub's stream moved on: {error}"
+                    )));
+                    break;
+                }
                 Ok(Err(error)) => {
-                    ended = Some(Some(anyhow::anyhow!(
-                        "the hub did not store a record: {error}"
+                    ended = Some(Failure::Rejected(format!(
+                        "the hub refuses records of this stream: {error}"
                     )));
                     break;
                 }
                 Err(_) => {
-                    ended = Some(Some(anyhow::anyhow!(
+                    ended = Some(Failure::Broken(anyhow::anyhow!(
                         "the hub did not confirm within {CONFIRM:?}"
                     )));
                     break;
@@ -527,8 +635,7 @@ impl Pump {
                 .map_err(|e| anyhow::anyhow!("cannot record what the hub stored: {e}"))?;
         }
         match ended {
-            Some(Some(error)) => Err(error.into()),
-            Some(None) => Err(anyhow::anyhow!("a duplicate; resuming after it").into()),
+            Some(failure) => Err(failure),
             None if whole => Ok(last),
             None => Err(anyhow::anyhow!("the hub did not take the whole batch").into()),
         }
@@ -558,20 +665,24 @@ impl Pump {
     }
 
     /// The sequence here of the record the hub stored last (sequence `last`
-    /// there), if the hub still has it.
-    async fn held_at_hub(&self, last: u64) -> Result<Option<u64>, Failure> {
+    /// there), and its `Nats-Msg-Id`, if the hub still has it.
+    async fn held_at_hub(&self, last: u64) -> Result<(Option<u64>, Option<String>), Failure> {
         if last == 0 {
-            return Ok(None);
+            return Ok((None, None));
         }
         let stream = bounded(self.hub.js.get_stream(&self.name))
             .await?
             .with_context(|| format!("cannot read the hub's stream {}", self.name))?;
         match bounded(stream.get_raw_message(last)).await? {
-            Ok(msg) => Ok(msg
-                .headers
-                .get(headers::EDGE_SEQ)
-                .and_then(|v| v.as_str().parse().ok())),
-            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+            Ok(msg) => Ok((
+                msg.headers
+                    .get(headers::EDGE_SEQ)
+                    .and_then(|v| v.as_str().parse().ok()),
+                msg.headers
+                    .get(headers::MSG_ID)
+                    .map(|v| v.as_str().to_owned()),
+            )),
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok((None, None)),
             Err(e) => {
                 Err(anyhow::anyhow!("cannot read the hub's stream {}: {e}", self.name).into())
             }
@@ -730,11 +841,22 @@ async fn fetch(consumer: &consumer::PullConsumer) -> anyhow::Result<Vec<jetstrea
     Ok(batch)
 }
 
-/// A record's headers as the hub stores them: its own, less any
-/// expectations it was published with here, plus its sequence here and the
-/// hub's last sequence it must follow.
+/// A record's headers as the hub stores them: its own, of JetStream's only
+/// its `Nats-Msg-Id` (no expectation, TTL or rollup made here may act
+/// there), plus its sequence here and the hub's last sequence it must
+/// follow.
 fn forwarded_headers(own: Option<&HeaderMap>, seq: u64, expected_last: u64) -> HeaderMap {
-    let mut h = headers::without_expectations(own);
+    let mut h = HeaderMap::new();
+    for (name, values) in own.into_iter().flat_map(|h| h.iter()) {
+        let name: &str = name.as_ref();
+        let jetstream = name.to_ascii_lowercase().starts_with("nats-");
+        if jetstream && !name.eq_ignore_ascii_case(headers::MSG_ID) {
+            continue;
+        }
+        for value in values {
+            h.append(name, value.as_str());
+        }
+    }
     h.insert(headers::EDGE_SEQ, seq.to_string().as_str());
     h.insert(
         headers::EXPECTED_LAST_SEQUENCE,
@@ -765,4 +887,27 @@ async fn bounded_local<T>(call: impl std::future::Future<Output = T>) -> anyhow:
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_records_keep_their_headers_but_jetstream_s_own() {
+        let mut own = HeaderMap::new();
+        own.insert(headers::MSG_ID, "adt-in:st-marys/1");
+        own.insert(headers::FACILITY, "st-marys");
+        own.insert("Nats-TTL", "1s");
+        own.insert("Nats-Rollup", "all");
+        own.insert(headers::EXPECTED_LAST_SEQUENCE, "7");
+        let h = forwarded_headers(Some(&own), 42, 41);
+        let get = |name: &str| h.get(name).map(|v| v.as_str().to_owned());
+        assert_eq!(get(headers::MSG_ID).as_deref(), Some("adt-in:st-marys/1"));
+        assert_eq!(get(headers::FACILITY).as_deref(), Some("st-marys"));
+        assert_eq!(get(headers::EDGE_SEQ).as_deref(), Some("42"));
+        assert_eq!(get(headers::EXPECTED_LAST_SEQUENCE).as_deref(), Some("41"));
+        assert_eq!(get("Nats-TTL"), None);
+        assert_eq!(get("Nats-Rollup"), None);
+    }
 }
