@@ -413,10 +413,21 @@ struct Pump {
 
 impl Pump {
     async fn run(mut self) {
+        let mut broken = 0;
         while !self.stopping() {
             let outcome = self.session().await;
-            // Tried, and found why not: `settle` waits no longer.
-            lock(&self.tried).insert(self.name.clone());
+            // Found why not, or tried a few times: `settle` waits no longer.
+            // (Not after one try: a stream a hub connector is making just
+            // now is taken over by the next, before the connectors here
+            // publish anything it would capture.)
+            broken = if matches!(outcome, Err(Failure::Broken(_))) {
+                broken + 1
+            } else {
+                0
+            };
+            if broken == 0 || broken >= 3 {
+                lock(&self.tried).insert(self.name.clone());
+            }
             let pause = match outcome {
                 Ok(()) => continue,
                 Err(Failure::Refused(reason)) => {
@@ -735,6 +746,13 @@ impl Pump {
                 if let Ok(Ok(other)) =
                     tokio::time::timeout(CALL, self.hub.js.stream_by_subject(subject)).await
                 {
+                    if other == *name {
+                        // A hub connector made it a moment ago: looked at
+                        // again (and taken over if never written) at once.
+                        return Err(
+                            anyhow::anyhow!("the hub's stream {name} appeared meanwhile").into(),
+                        );
+                    }
                     return Err(Failure::Refused(format!(
                         "the hub's stream {other} captures {subject} itself, so records published here would reach it twice; publish under a subject of this facility's own (e.g. raw.<facility>.…)"
                     )));
