@@ -242,11 +242,7 @@ async fn an_edge_acks_hl7_through_a_wan_outage_and_a_crash_and_the_hub_gets_each
     const TOTAL: usize = 10_000;
     let hub = TestHub::start().await;
     let link = Link::start(hub.leaf_port).await;
-    let dir = tempfile::Builder::new()
-        .disable_cleanup(true)
-        .tempdir()
-        .unwrap();
-    eprintln!("DEBUG dir {}", dir.path().display());
+    let dir = tempfile::tempdir().unwrap();
     let mut hub_1 = hub_host(&hub, dir.path());
     let mut edge = Edge::start(dir.path(), "st-marys-1", link.port);
 
