@@ -4,7 +4,7 @@
 //! | resource | entity | notes |
 //! |---|---|---|
 //! | SupplyRequest | `purchase_order` | a request, as a draft order (unit price 0) |
-//! | SupplyDelivery | `goods_receipt` | `basedOn` names the order; R4 single or R5 repeated `suppliedItem` |
+//! | SupplyDelivery | `goods_receipt` | `basedOn` names the order: its identifier, or the business number of the SupplyRequest it references in the same Bundle; R4 single or R5 repeated `suppliedItem` |
 //! | InventoryReport (R5) | `inventory_balance` | one per listed item |
 //! | InventoryItem (R5) | `item` | |
 //! | Location | `location` | |
@@ -44,17 +44,64 @@ pub fn convert(
 ) -> Result<Vec<Record>, String> {
     let value: Value = serde_json::from_slice(payload).map_err(|e| format!("not JSON: {e}"))?;
     let mut out = Vec::new();
-    resource(&value, source_system, received_at, &mut out)?;
+    let orders = Orders::of(&value);
+    resource(&value, source_system, received_at, &orders, &mut out)?;
     Ok(out)
 }
 
-fn resource(r: &Value, source: &str, at: &str, out: &mut Vec<Record>) -> Result<(), String> {
+/// The business numbers of the SupplyRequests in a Bundle, by every way a
+/// SupplyDelivery's `basedOn` may point at one (`SupplyRequest/<id>`, the
+/// entry's `fullUrl`): a delivery names its order by server id, while the
+/// matcher joins on the order's business identifier.
+#[derive(Default)]
+struct Orders(std::collections::HashMap<String, String>);
+
+impl Orders {
+    fn of(bundle: &Value) -> Orders {
+        let mut orders = Orders::default();
+        for entry in bundle["entry"].as_array().into_iter().flatten() {
+            let r = &entry["resource"];
+            if r["resourceType"] != "SupplyRequest" {
+                continue;
+            }
+            let number = key_of(r);
+            if let Some(id) = r["id"].as_str() {
+                orders
+                    .0
+                    .insert(format!("SupplyRequest/{id}"), number.clone());
+            }
+            if let Some(url) = entry["fullUrl"].as_str() {
+                orders.0.insert(url.to_owned(), number);
+            }
+        }
+        orders
+    }
+
+    /// The business number of the order `reference` names, if the Bundle
+    /// has it (also when the reference is absolute and ends in
+    /// `SupplyRequest/<id>`).
+    fn number(&self, reference: &str) -> Option<String> {
+        self.0.get(reference).cloned().or_else(|| {
+            let mut tail = reference.rsplit('/');
+            let (id, kind) = (tail.next()?, tail.next()?);
+            self.0.get(&format!("{kind}/{id}")).cloned()
+        })
+    }
+}
+
+fn resource(
+    r: &Value,
+    source: &str,
+    at: &str,
+    orders: &Orders,
+    out: &mut Vec<Record>,
+) -> Result<(), String> {
     let kind = r["resourceType"]
         .as_str()
         .ok_or("no resourceType: not a FHIR resource")?;
     if kind == "Bundle" {
         for (i, entry) in r["entry"].as_array().into_iter().flatten().enumerate() {
-            resource(&entry["resource"], source, at, out)
+            resource(&entry["resource"], source, at, orders, out)
                 .map_err(|e| format!("Bundle entry {i}: {e}"))?;
         }
         return Ok(());
@@ -69,7 +116,7 @@ fn resource(r: &Value, source: &str, at: &str, out: &mut Vec<Record>) -> Result<
     };
     match kind {
         "SupplyRequest" => push(out, supply_request(r, provenance).map_err(here)?),
-        "SupplyDelivery" => push(out, supply_delivery(r, provenance).map_err(here)?),
+        "SupplyDelivery" => push(out, supply_delivery(r, orders, provenance).map_err(here)?),
         "InventoryReport" => {
             for balance in inventory_report(r, &provenance).map_err(here)? {
                 push(out, balance);
@@ -290,16 +337,20 @@ fn supply_request(r: &Value, provenance: Provenance) -> Result<(String, Purchase
     Ok((po_number, po))
 }
 
-fn supply_delivery(r: &Value, provenance: Provenance) -> Result<(String, GoodsReceipt), String> {
+fn supply_delivery(
+    r: &Value,
+    orders: &Orders,
+    provenance: Provenance,
+) -> Result<(String, GoodsReceipt), String> {
     let receipt_number = key_of(r);
+    // The order's business number: given, or that of the SupplyRequest in
+    // the same Bundle the reference names; else the reference's id.
+    let reference = r["basedOn"][0]["reference"].as_str();
     let po_number = r["basedOn"][0]["identifier"]["value"]
         .as_str()
         .map(str::to_owned)
-        .or_else(|| {
-            r["basedOn"][0]["reference"]
-                .as_str()
-                .map(|x| x.rsplit('/').next().unwrap_or(x).to_owned())
-        })
+        .or_else(|| reference.and_then(|x| orders.number(x)))
+        .or_else(|| reference.map(|x| x.rsplit('/').next().unwrap_or(x).to_owned()))
         .ok_or("basedOn names no order")?;
     // R4 has one suppliedItem object, R5 a list.
     let supplied: Vec<&Value> = match &r["suppliedItem"] {

@@ -23,6 +23,39 @@ fn records(fixture: &str) -> Vec<(String, String, String, Value)> {
         .collect()
 }
 
+/// The R4 specification's own SupplyRequest and SupplyDelivery examples
+/// (`simpleorder`, `simpledelivery`): the delivery names its order by server
+/// id, and its receipt must carry the order's business number to be matched.
+#[test]
+fn a_delivery_in_a_bundle_carries_its_order_s_business_number() {
+    let got = records("r4-spec-supply.json");
+    let (po, receipt) = (&got[0].3, &got[1].3);
+    assert_eq!(
+        (got[0].2.as_str(), got[1].2.as_str()),
+        ("purchase_order", "goods_receipt")
+    );
+    assert_eq!(po["po_number"], "Order10284");
+    assert_eq!(receipt["lines"][0]["po_number"], "Order10284");
+    assert_eq!(receipt["lines"][0]["item"], po["lines"][0]["item"]);
+    assert_eq!(receipt["lines"][0]["quantity_received"], "10");
+
+    // Alone (no Bundle around it), the reference is all there is.
+    let alone = serde_json::to_vec(
+        &serde_json::from_slice::<Value>(
+            &std::fs::read(format!(
+                "{}/fixtures/r4-spec-supply.json",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap(),
+        )
+        .unwrap()["entry"][1]["resource"],
+    )
+    .unwrap();
+    let receipt: Value =
+        serde_json::from_slice(&convert(&alone, "fhir", AT).unwrap()[0].payload).unwrap();
+    assert_eq!(receipt["lines"][0]["po_number"], "simpleorder");
+}
+
 #[test]
 fn r4_resources() {
     let got = records("r4-bundle.json");
