@@ -335,10 +335,9 @@ async fn an_edge_acks_hl7_through_a_wan_outage_and_a_crash_and_the_hub_gets_each
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flapping_link_forwards_every_record_once_and_in_order() {
-    const ROUNDS: usize = 6;
-    const PER_ROUND: usize = 600;
+/// A hub, a cuttable link to it, and the St Mary's edge running its MLLP
+/// source `adt-in` (placed from the hub) on the returned port.
+async fn hospital_feed() -> (TestHub, Link, tempfile::TempDir, Edge, u16) {
     let hub = TestHub::start().await;
     let link = Link::start(hub.leaf_port).await;
     let dir = tempfile::tempdir().unwrap();
@@ -349,6 +348,14 @@ async fn a_flapping_link_forwards_every_record_once_and_in_order() {
     apply(&hub.url, &definitions).await;
     edge.process
         .wait_line("plexus: fleet applied; added [\"adt-in\"]");
+    (hub, link, dir, edge, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_link_forwards_every_record_once_and_in_order() {
+    const ROUNDS: usize = 6;
+    const PER_ROUND: usize = 600;
+    let (hub, link, _dir, edge, port) = hospital_feed().await;
 
     // Each round the link drops while records are being taken and
     // forwarded, and comes back a moment later: batches are cut short in
@@ -388,16 +395,7 @@ async fn a_flapping_link_forwards_every_record_once_and_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_whose_store_is_lost_forwards_its_new_records_from_their_start() {
-    let hub = TestHub::start().await;
-    let link = Link::start(hub.leaf_port).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut edge = Edge::start(dir.path(), "st-marys-1", link.port);
-    deploy(&hub.url, &plugin("mllp"), "mllp", "1.0.0").await;
-    let port = free_port();
-    let definitions = write(dir.path(), "connectors.toml", &adt_in(port, "1.0.0"));
-    apply(&hub.url, &definitions).await;
-    edge.process
-        .wait_line("plexus: fleet applied; added [\"adt-in\"]");
+    let (hub, link, dir, edge, port) = hospital_feed().await;
     let raw = "raw.st-marys.hl7";
     send_all(port, 0..300, 4).await;
     hub.wait_for_count(raw, 300).await;

@@ -250,10 +250,7 @@ impl DeadLetters {
 /// its own (stable per dead letter, so a replay retried after a crash is
 /// deduplicated) and the identity and target connector of the replay.
 fn replay_headers(letter: &DeadLetter, stream: &str) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    let own = headers::without_expectations(Some(&letter.message.headers));
-    for (name, values) in own.iter() {
-        let name: &str = name.as_ref();
+    let mut h = headers::kept(Some(&letter.message.headers), |name| {
         let dead_letter_only = [
             headers::MSG_ID,
             headers::ERROR,
@@ -265,12 +262,9 @@ fn replay_headers(letter: &DeadLetter, stream: &str) -> HeaderMap {
         ]
         .iter()
         .any(|own| own.eq_ignore_ascii_case(name));
-        if !dead_letter_only {
-            for value in values {
-                h.append(name, value.as_str());
-            }
-        }
-    }
+        let expectation = name.to_ascii_lowercase().starts_with("nats-expected-");
+        !dead_letter_only && !expectation
+    });
     let id = headers::output_id(
         &letter.connector,
         &format!("replay:{stream}:{}", letter.sequence),

@@ -55,14 +55,23 @@ pub fn is_reserved(name: &str) -> bool {
 /// a record stored once and published again (forwarded, dead-lettered,
 /// replayed) must not be held to its first stream's sequences.
 pub fn without_expectations(headers: Option<&async_nats::HeaderMap>) -> async_nats::HeaderMap {
+    kept(headers, |name| {
+        !name.to_ascii_lowercase().starts_with("nats-expected-")
+    })
+}
+
+/// The headers whose names `keep` accepts, every value of each.
+pub fn kept(
+    headers: Option<&async_nats::HeaderMap>,
+    keep: impl Fn(&str) -> bool,
+) -> async_nats::HeaderMap {
     let mut kept = async_nats::HeaderMap::new();
     for (name, values) in headers.into_iter().flat_map(|h| h.iter()) {
         let name: &str = name.as_ref();
-        if name.to_ascii_lowercase().starts_with("nats-expected-") {
-            continue;
-        }
-        for value in values {
-            kept.append(name, value.as_str());
+        if keep(name) {
+            for value in values {
+                kept.append(name, value.as_str());
+            }
         }
     }
     kept

@@ -864,17 +864,10 @@ async fn fetch(consumer: &consumer::PullConsumer) -> anyhow::Result<Vec<jetstrea
 /// there), plus its sequence here and the hub's last sequence it must
 /// follow.
 fn forwarded_headers(own: Option<&HeaderMap>, seq: u64, expected_last: u64) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    for (name, values) in own.into_iter().flat_map(|h| h.iter()) {
-        let name: &str = name.as_ref();
-        let jetstream = name.to_ascii_lowercase().starts_with("nats-");
-        if jetstream && !name.eq_ignore_ascii_case(headers::MSG_ID) {
-            continue;
-        }
-        for value in values {
-            h.append(name, value.as_str());
-        }
-    }
+    let mut h = headers::kept(own, |name| {
+        !name.to_ascii_lowercase().starts_with("nats-")
+            || name.eq_ignore_ascii_case(headers::MSG_ID)
+    });
     h.insert(headers::EDGE_SEQ, seq.to_string().as_str());
     h.insert(
         headers::EXPECTED_LAST_SEQUENCE,
