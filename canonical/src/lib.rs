@@ -509,6 +509,95 @@ pub struct MatchException {
 }
 entity!(MatchException, "match-exception/1", "match_exception");
 
+/// `match-exception/2`: an exception with its lifecycle. The matcher
+/// publishes one record per change, keyed by `exception_id`: when it opens,
+/// when what is at risk changes, and when a later document (or a tolerance
+/// change) resolves it. A consumer keeps, per id, the highest `sequence`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchExceptionV2 {
+    /// Business key: the same for every record of one exception.
+    pub exception_id: String,
+    /// `open` or `resolved`.
+    pub status: String,
+    /// Exception code, e.g. `price_mismatch`.
+    pub code: String,
+    /// info, warning or critical.
+    pub severity: String,
+    /// The order concerned.
+    pub po_number: String,
+    /// The order lines concerned (none for a whole-order exception).
+    pub lines: Vec<String>,
+    /// The facility.
+    pub facility: Party,
+    /// UNSPSC segment or item category.
+    pub category: String,
+    /// Money at risk.
+    pub exposure: Money,
+    /// What was found.
+    pub detail: String,
+    /// When it (last) opened.
+    pub opened_at: String,
+    /// When it was resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<String>,
+    /// What resolved it: `receipt`, `credit_memo`, `corrected_invoice`,
+    /// `invoice`, `order_change`, `acknowledgement`, `ship_notice` or
+    /// `tolerance_change`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
+    /// When this record was made.
+    pub updated_at: String,
+    /// Orders the records of one order: higher is newer.
+    pub sequence: u64,
+    /// Ids of the records involved.
+    pub refs: Vec<String>,
+    /// Provenance.
+    pub provenance: Provenance,
+}
+entity!(MatchExceptionV2, "match-exception/2", "match_exception");
+
+/// `accrual/1`: what is received and not yet invoiced on one order line —
+/// the liability finance accrues at month end. The latest record per
+/// `accrual_id` (highest `sequence`) stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Accrual {
+    /// Business key: `<po_number>:<po_line>`.
+    pub accrual_id: String,
+    /// The order.
+    pub po_number: String,
+    /// Its line.
+    pub po_line: String,
+    /// The supplier.
+    pub supplier: Party,
+    /// The facility the goods went to.
+    pub facility: Party,
+    /// UNSPSC segment or `uncategorized`.
+    pub category: String,
+    /// Unit of measure of the quantities.
+    pub uom: String,
+    /// The order's unit price.
+    pub unit_price: String,
+    /// Quantity ordered.
+    pub quantity_ordered: String,
+    /// Quantity accepted on receipts.
+    pub quantity_received: String,
+    /// Quantity invoiced, net of credit memos.
+    pub quantity_invoiced: String,
+    /// Received and not invoiced (never below zero).
+    pub quantity_accrued: String,
+    /// `quantity_accrued` at the unit price.
+    pub amount_accrued: Money,
+    /// When it last changed.
+    pub as_of: String,
+    /// Orders the records of one order: higher is newer.
+    pub sequence: u64,
+    /// Provenance.
+    pub provenance: Provenance,
+}
+entity!(Accrual, "accrual/1", "accrual");
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -155,16 +155,33 @@ async fn main() -> anyhow::Result<()> {
     }
 
     wait_drained(&js, "canon.>", "three-way-match").await?;
-    println!("\n5. the three-way matcher raised these exceptions as the documents arrived:");
+    println!("\n5. the three-way matcher's exceptions (each record a step of its lifecycle):");
     for msg in read_all(&js, "exceptions.>").await? {
+        if msg.subject.as_str() == "exceptions.accrual" {
+            continue;
+        }
         let e: serde_json::Value = serde_json::from_slice(&msg.payload)?;
         println!(
-            "  {:<28} {:<10} {:>10} {}  {}",
+            "  {:<28} {:<9} {:<10} {:>10} {}  {}",
             msg.subject.as_str(),
+            e["status"].as_str().unwrap_or("?"),
             e["po_number"].as_str().unwrap_or("?"),
             e["exposure"]["amount"].as_str().unwrap_or("?"),
             e["exposure"]["currency"].as_str().unwrap_or("?"),
             e["detail"].as_str().unwrap_or("?")
+        );
+    }
+    println!("\n6. what finance accrues (received, not invoiced), per order line:");
+    for msg in read_all(&js, "exceptions.accrual").await? {
+        let a: serde_json::Value = serde_json::from_slice(&msg.payload)?;
+        println!(
+            "  {:<14} received {:>6} invoiced {:>6} accrued {:>6} = {:>10} {}",
+            a["accrual_id"].as_str().unwrap_or("?"),
+            a["quantity_received"].as_str().unwrap_or("?"),
+            a["quantity_invoiced"].as_str().unwrap_or("?"),
+            a["quantity_accrued"].as_str().unwrap_or("?"),
+            a["amount_accrued"]["amount"].as_str().unwrap_or("?"),
+            a["amount_accrued"]["currency"].as_str().unwrap_or("?"),
         );
     }
 

@@ -20,6 +20,43 @@ pub fn rfc3339(secs: i64) -> String {
     )
 }
 
+/// Seconds since the Unix epoch of an RFC 3339 UTC timestamp
+/// (`2026-05-22T08:30:00Z`, fractions of a second ignored) or of a calendar
+/// date (`2026-05-22`, its midnight); `None` for anything else.
+pub fn unix_seconds(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = text.get(range)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let (y, m, d) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let days = days_from_civil(y, m, d) * 86_400;
+    if b.len() == 10 {
+        return Some(days);
+    }
+    if b.len() < 20 || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[b.len() - 1] != b'Z' {
+        return None;
+    }
+    let fraction = &text[19..text.len() - 1];
+    if !(fraction.is_empty()
+        || fraction.len() > 1
+            && fraction.starts_with('.')
+            && fraction[1..].bytes().all(|c| c.is_ascii_digit()))
+    {
+        return None;
+    }
+    let (h, min, s) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    (h < 24 && min < 60 && s < 61).then_some(days + h * 3600 + min * 60 + s)
+}
+
 /// Now as `(YYMMDD, HHMM)`, the X12 envelope date and time.
 pub fn now_compact() -> (String, String) {
     let now = now_rfc3339();
@@ -60,6 +97,22 @@ mod tests {
     fn dates_round_trip() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_779_438_600), "2026-05-22T08:30:00Z");
+        assert_eq!(unix_seconds("2026-05-22T08:30:00Z"), Some(1_779_438_600));
+        assert_eq!(
+            unix_seconds("2026-05-22T08:30:00.250Z"),
+            Some(1_779_438_600)
+        );
+        assert_eq!(unix_seconds("2026-05-22"), Some(1_779_408_000));
+        for bad in [
+            "",
+            "2026-05-22T08:30:00",
+            "2026-13-01",
+            "2026-05-22T25:00:00Z",
+            "2026-05-22T08:30:00.Z",
+            "yesterday",
+        ] {
+            assert_eq!(unix_seconds(bad), None, "{bad}");
+        }
         for days in [-1_000_000, -1, 0, 59, 60, 20_000, 1_000_000] {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days);

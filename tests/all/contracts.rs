@@ -93,7 +93,7 @@ fn an_unknown_schema_is_a_config_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr.contains(
-            "connector \"workers\": emits \"worker/9\": no such schema (known: goods-receipt/1,"
+            "connector \"workers\": emits \"worker/9\": no such schema (known: accrual/1, goods-receipt/1,"
         ),
         "{stderr}"
     );

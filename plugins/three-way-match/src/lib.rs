@@ -40,266 +40,354 @@
 //! invoice does not withdraw an `unreceived_order`. The SLA watches keep one
 //! more kv entry (`open-orders`) and raise each overdue order once per code.
 
+//! `three-way-match`: matches purchase orders, goods receipts and invoices per
+//! order line — with ship notices, supplier acknowledgements and credit
+//! memos — and publishes the exceptions it finds, through their lifecycle,
+//! as `match-exception/2` records tied to the facility, the item category and
+//! the money at risk, and what finance must accrue as `accrual/1` records.
+//! An exception goes to `<to>.<code>` keyed by its `exception_id`, once when
+//! it opens, again when what is at risk changes, and once more with
+//! `status = resolved` when a later document cures it; an accrual goes to
+//! `<to>.accrual` keyed by `<po_number>:<po_line>` whenever it changes.
+//!
+//! Consumes canonical records by `Plexus-Schema` (`purchase-order/1`,
+//! `goods-receipt/1`, `ship-notice/1`, `invoice/1`, `po-ack/1`) and
+//! `clock-tick/1` records (`{"now": "<RFC 3339>"}`, from the `ticker` source)
+//! that drive everything decided by time; records of other schemas are
+//! passed over. A credit memo is an `invoice/1` with a negative total: its
+//! lines' quantities and amounts are netted against the invoices'.
+//!
+//! Documents may arrive in any order and any number of times: what is open
+//! and what is accrued depends only on which documents have arrived (and the
+//! time), not on their order (`ledger.rs`), so `delivery.ordered` is not
+//! needed.
+//!
+//! | code | open while |
+//! |---|---|
+//! | `quantity_mismatch` | a line is invoiced (net of credit memos) beyond what was accepted, past the receipt grace |
+//! | `unreceived_order` | a line is invoiced with nothing accepted, past the receipt grace |
+//! | `price_mismatch` | what a line is billed strays from the order's price beyond tolerance, or beyond the cap |
+//! | `over_receipt` | more received on a line than ordered, beyond tolerance |
+//! | `short_shipment` | less received on a line than its ship notices say |
+//! | `duplicate_invoice` | a supplier's invoice arrived as two records with the same content |
+//! | `unknown_po` | a receipt or invoice names an order (or line) not seen |
+//! | `uom_mismatch` | a receipt or invoice line is in another unit than the order |
+//! | `ack_changed` | the latest acknowledgement changes or rejects a line the order does not reflect |
+//! | `ack_overdue` | an order is unacknowledged past its `ack_due_at` |
+//! | `receipt_overdue` | nothing is received on an order past its need-by date |
+//!
+//! An invoice billing more than was received is held — awaiting its receipt,
+//! not an exception — for `receipt_grace` after it arrived; the tick after
+//! that opens `unreceived_order` (or `quantity_mismatch`) if the receipt
+//! has not come.
+//!
+//! | config key | meaning | default |
+//! |---|---|---|
+//! | `quantity_tolerance_pct` | quantity slack, percent | `0` |
+//! | `price_tolerance_pct` | unit price slack, percent | `2` |
+//! | `price_cap` | price difference × quantity above which a line is an exception | none |
+//! | `<tolerance>.supplier.<id>`, `.category.<unspsc:NN>`, `.facility.<id>` | an override; the most specific wins (`policy.rs`) | |
+//! | `receipt_grace` | how long an invoice waits for its receipt (`48h`, `30m`, `0s`); needs ticks | `0s` |
+//! | `currency` | exposure currency when the order is unknown | `USD` |
+//!
+//! State lives in the connector's kv bucket: one entry per order
+//! (`po.<po_number>`), updated with compare-and-swap so instances working in
+//! parallel never lose each other's updates, and one (`open-orders`) listing
+//! the orders a tick must look at again (`watch.rs`).
+
 mod ledger;
 mod policy;
+#[cfg(test)]
+mod scenarios;
 mod watch;
 
-use std::str::FromStr as _;
-
-use ledger::{Finding, Ledger};
+use ledger::{Ledger, Output};
 use plexus_sdk::canonical::{
-    Entity, GoodsReceipt, Invoice, MatchException, Money, Party, PoAck, Provenance, PurchaseOrder,
-    ShipNotice,
+    Accrual, Entity, GoodsReceipt, Invoice, MatchExceptionV2, Money, PoAck, Provenance,
+    PurchaseOrder, ShipNotice,
 };
 use plexus_sdk::{Error, Record, Transform, clock, config, kv};
 use policy::Policy;
-use rust_decimal::Decimal;
 use watch::Watchlist;
 
 /// Attempts at a compare-and-swap before the record is retried later.
 const CAS_ATTEMPTS: usize = 8;
-/// The schema of the ticks that drive the SLA watches: `{"now": "<RFC 3339>"}`.
+/// The schema of the ticks that drive the time-bound rules: `{"now": "<RFC 3339>"}`.
 const TICK_SCHEMA: &str = "clock-tick/1";
-/// The kv key of the orders the SLA watches follow.
+/// The kv key of the orders ticks look at.
 const WATCHLIST: &str = "open-orders";
+/// What the matcher's own records say they come from.
+const SOURCE_SYSTEM: &str = "plexus:three-way-match";
 
 struct Matcher;
 
 impl Transform for Matcher {
     fn transform(input: Record) -> Result<Vec<Record>, Error> {
         let policy = Policy::from_config(&config::all()).map_err(Error::Permanent)?;
-        let raised = match input.schema.as_deref() {
+        let at = clock::now_rfc3339();
+        let now = Now {
+            at: &at,
+            secs: clock::unix_seconds(&at).unwrap_or_default(),
+        };
+        match input.schema.as_deref() {
             Some(PurchaseOrder::SCHEMA) => {
                 let po: PurchaseOrder = parse(&input)?;
-                update(&po.po_number, |l| l.order(&po).map(|()| Vec::new()))?;
-                watch(|w| {
-                    w.order(&po);
-                    Ok(())
-                })?;
-                Vec::new()
+                let doc = document(PurchaseOrder::SCHEMA, &po.provenance);
+                apply(&po.po_number, &doc, "order_change", &now, &policy, |l| {
+                    l.order(&po).map(|()| None)
+                })
+            }
+            Some(PoAck::SCHEMA) => {
+                let ack: PoAck = parse(&input)?;
+                let doc = document(PoAck::SCHEMA, &ack.provenance);
+                apply(
+                    &ack.po_number,
+                    &doc,
+                    "acknowledgement",
+                    &now,
+                    &policy,
+                    |l| l.ack(&ack).map(|()| None),
+                )
             }
             Some(ShipNotice::SCHEMA) => {
                 let asn: ShipNotice = parse(&input)?;
+                let doc = document(ShipNotice::SCHEMA, &asn.provenance);
+                let mut records = Vec::new();
                 for (po, lines) in by_order(&asn.lines, |l| Some(l.po_number.as_str())) {
-                    update(po, |l| {
-                        l.shipment(&asn.shipment_id, &lines).map(|()| Vec::new())
-                    })?;
+                    records.extend(apply(po, &doc, "ship_notice", &now, &policy, |l| {
+                        l.shipment(&asn, &lines).map(|()| None)
+                    })?);
                 }
-                Vec::new()
+                Ok(records)
             }
             Some(GoodsReceipt::SCHEMA) => {
                 let receipt: GoodsReceipt = parse(&input)?;
-                let mut raised = Vec::new();
+                let doc = document(GoodsReceipt::SCHEMA, &receipt.provenance);
+                let mut records = Vec::new();
                 for (po, lines) in by_order(&receipt.lines, |l| Some(l.po_number.as_str())) {
-                    let (ledger, found) = update(po, |l| l.receipt(&receipt, &lines, &policy))?;
-                    watch(|w| {
-                        w.received(po);
-                        Ok(())
-                    })?;
-                    let doc = format!("goods-receipt:{}", receipt.receipt_number);
-                    raised.extend(found.into_iter().map(|f| Raised {
-                        po: po.to_owned(),
-                        doc: doc.clone(),
-                        facility: Some(receipt.location.clone()),
-                        currency: None,
-                        ledger: ledger.clone(),
-                        finding: f,
-                    }));
+                    records.extend(apply(po, &doc, "receipt", &now, &policy, |l| {
+                        l.receipt(&receipt, &lines).map(|()| None)
+                    })?);
                 }
-                raised
+                Ok(records)
             }
-            Some(Invoice::SCHEMA) => invoice(parse(&input)?, &policy)?,
-            Some(PoAck::SCHEMA) => {
-                let ack: PoAck = parse(&input)?;
-                watch(|w| {
-                    w.acked(&ack.po_number);
-                    Ok(())
-                })?;
-                let ledger = read(&ack.po_number)?;
-                let doc = format!("po-ack:{}:{}", ack.po_number, ack.ack_date);
-                ledger
-                    .ack(&ack)
-                    .map_err(Error::Permanent)?
-                    .into_iter()
-                    .map(|f| Raised {
-                        po: ack.po_number.clone(),
-                        doc: doc.clone(),
-                        facility: None,
-                        currency: None,
-                        ledger: ledger.clone(),
-                        finding: f,
-                    })
-                    .collect()
-            }
-            Some(TICK_SCHEMA) => tick(&input)?,
-            _ => return Ok(Vec::new()),
-        };
-        let fallback = config::get("currency").unwrap_or_else(|| "USD".into());
-        raised.into_iter().map(|r| r.record(&fallback)).collect()
+            Some(Invoice::SCHEMA) => invoice(&parse(&input)?, &now, &policy),
+            Some(TICK_SCHEMA) => tick(&input, &policy),
+            _ => Ok(Vec::new()),
+        }
     }
 }
 
 plexus_sdk::export_transform!(Matcher);
 
-/// An invoice: a duplicate of another record with the same supplier and
-/// number is only that; otherwise each order it names is matched.
-fn invoice(invoice: Invoice, policy: &Policy) -> Result<Vec<Raised>, Error> {
+/// The time a record is handled at.
+struct Now<'a> {
+    at: &'a str,
+    secs: i64,
+}
+
+/// The key a document's outputs are remembered under: its schema and record.
+fn document(schema: &str, provenance: &Provenance) -> String {
+    format!("{schema}:{}", provenance.source_record_id)
+}
+
+/// An invoice or credit memo: each order it names is matched again.
+fn invoice(invoice: &Invoice, now: &Now, policy: &Policy) -> Result<Vec<Record>, Error> {
     let supplier = invoice
         .supplier
         .as_ref()
         .and_then(|s| s.identifiers.first())
-        .map_or_else(|| "unknown".to_owned(), |i| i.value.clone());
-    let doc = format!("invoice:{supplier}:{}", invoice.invoice_number);
-    let total = Decimal::from_str(&invoice.total.amount).unwrap_or_default();
-    let header_po = invoice.po_number.clone().unwrap_or_default();
-    let raise = |po: &str, ledger: Ledger, finding| Raised {
-        po: po.to_owned(),
-        doc: doc.clone(),
-        facility: invoice.bill_to.clone(),
-        currency: Some(invoice.currency.clone()),
-        ledger,
-        finding,
-    };
-
-    let first = first_seen(
-        &format!(
-            "invoice.{}.{}",
-            key_part(&supplier),
-            key_part(&invoice.invoice_number)
-        ),
-        &invoice.provenance.source_record_id,
-    )?;
-    if first != invoice.provenance.source_record_id {
-        let finding = Finding {
-            code: "duplicate_invoice",
-            severity: "critical",
-            line: None,
-            category: "uncategorized".into(),
-            exposure: total,
-            detail: format!(
-                "invoice {} from {supplier} arrived again as {} (first as {first})",
-                invoice.invoice_number, invoice.provenance.source_record_id
-            ),
-        };
-        let po = header_po.clone();
-        let ledger = if po.is_empty() {
-            Ledger::default()
-        } else {
-            read(&po)?
-        };
-        return Ok(vec![raise(&po, ledger, finding)]);
-    }
-
-    let mut raised = Vec::new();
+        .map_or("unknown", |i| i.value.as_str());
+    let key = format!("{supplier}:{}", invoice.invoice_number);
+    let doc = document(Invoice::SCHEMA, &invoice.provenance);
+    let credit = invoice.total.amount.trim_start().starts_with('-');
     let orders = by_order(&invoice.lines, |l| {
         l.po_number.as_deref().or(invoice.po_number.as_deref())
     });
+    let mut records = Vec::new();
     let named: usize = orders.iter().map(|(_, lines)| lines.len()).sum();
     if named < invoice.lines.len() {
-        let finding = Finding::unknown_po(
-            "critical",
-            None,
-            total,
-            format!(
-                "invoice {} has lines that name no order",
-                invoice.invoice_number
-            ),
-        );
-        raised.push(raise("", Ledger::default(), finding));
+        records.push(unnamed_order(invoice, &key, now)?);
     }
     for (po, lines) in orders {
-        let (ledger, found) = update(po, |l| l.invoice(&doc, &invoice, &lines, policy))?;
-        raised.extend(found.into_iter().map(|f| raise(po, ledger.clone(), f)));
+        let cause = if credit { "credit_memo" } else { "invoice" };
+        records.extend(apply(po, &doc, cause, now, policy, |l| {
+            let correction = l.invoice(&key, invoice, &lines)?;
+            Ok((correction && !credit).then_some("corrected_invoice"))
+        })?);
     }
-    Ok(raised)
+    Ok(records)
 }
 
-/// A tick: raise every order that has become overdue.
-fn tick(input: &Record) -> Result<Vec<Raised>, Error> {
+/// An invoice with lines that name no order: an exception no later
+/// document can tie to an order, so it is only ever open.
+fn unnamed_order(invoice: &Invoice, key: &str, now: &Now) -> Result<Record, Error> {
+    let id = format!("unknown_po::invoice:{key}");
+    exception_record(MatchExceptionV2 {
+        exception_id: id.clone(),
+        status: "open".into(),
+        code: "unknown_po".into(),
+        severity: "critical".into(),
+        po_number: String::new(),
+        lines: Vec::new(),
+        facility: invoice.bill_to.clone().unwrap_or_default(),
+        category: "uncategorized".into(),
+        exposure: invoice.total.clone(),
+        detail: format!("invoice {key} has lines that name no order"),
+        opened_at: now.at.to_owned(),
+        resolved_at: None,
+        resolution: None,
+        updated_at: now.at.to_owned(),
+        sequence: 0,
+        refs: vec![format!("invoice:{key}")],
+        provenance: provenance(&id, now.at),
+    })
+}
+
+/// A tick: look again at every order whose time has come, and, after a
+/// tolerance change, at every order with open exceptions.
+fn tick(input: &Record, policy: &Policy) -> Result<Vec<Record>, Error> {
     #[derive(serde::Deserialize)]
     struct Tick {
         now: String,
     }
     let tick: Tick = parse(input)?;
-    let (_, overdue) = watch(|w| Ok(w.due(&tick.now)))?;
-    let mut raised = Vec::new();
-    for (po, code, detail) in overdue {
-        let ledger = read(&po)?;
-        raised.push(Raised {
-            finding: ledger.overdue(code, detail),
-            doc: "sla".into(),
-            po,
-            facility: None,
-            currency: None,
-            ledger,
-        });
+    let secs = clock::unix_seconds(&tick.now).ok_or_else(|| {
+        Error::Permanent(format!(
+            "tick {:?}: `now` {:?} is not an RFC 3339 UTC time",
+            input.key, tick.now
+        ))
+    })?;
+    let fingerprint = policy.fingerprint();
+    let (due, changed) = watch(|w| {
+        let (due, changed) = w.due(secs, &fingerprint);
+        Ok((changed, (due, changed)))
+    })?;
+    let cause = if changed { "tolerance_change" } else { "time" };
+    let doc = format!("{TICK_SCHEMA}:{}", tick.now);
+    let now = Now {
+        at: &tick.now,
+        secs,
+    };
+    let mut records = Vec::new();
+    for po in due {
+        records.extend(apply(&po, &doc, cause, &now, policy, |_| Ok(None))?);
     }
-    Ok(raised)
+    Ok(records)
 }
 
-/// An exception found in one document, with what it needs to be published.
-struct Raised {
-    po: String,
-    doc: String,
-    /// Where to tie it when the order is unknown.
-    facility: Option<Party>,
-    /// Its currency when the order is unknown.
-    currency: Option<String>,
-    ledger: Ledger,
-    finding: Finding,
+/// Apply a document to the ledger of `po`, settle what it comes to, note
+/// when a tick must look again, and return the records to publish.
+fn apply(
+    po: &str,
+    doc: &str,
+    cause: &str,
+    now: &Now,
+    policy: &Policy,
+    mut change: impl FnMut(&mut Ledger) -> Result<Option<&'static str>, String>,
+) -> Result<Vec<Record>, Error> {
+    let (ledger, (outputs, wake)) =
+        update_state(&ledger_key(po), &format!("order {po}"), |l: &mut Ledger| {
+            let cause = change(l)?.unwrap_or(cause);
+            l.now = l.now.max(now.secs);
+            let evaluation = l.evaluate(po, policy, l.now);
+            let changed = l.settle(&evaluation, now.at, cause);
+            Ok((l.remember(doc, changed), evaluation.wake))
+        })?;
+    let open = ledger.open().next().is_some();
+    watch(|w| Ok((w.note(po, ledger.seq, wake, open), ())))?;
+    outputs.iter().map(|o| output(po, &ledger, o)).collect()
 }
 
-impl Raised {
-    fn record(self, fallback_currency: &str) -> Result<Record, Error> {
-        let f = self.finding;
-        let exception_id = format!(
-            "{}:{}:{}:{}",
-            f.code,
-            self.po,
-            self.doc,
-            f.line.as_deref().unwrap_or("-")
-        );
-        let (facility, currency) = match self.ledger.order {
-            Some(order) => (order.facility, order.currency),
-            None => (
-                self.facility.unwrap_or_default(),
-                self.currency
-                    .unwrap_or_else(|| fallback_currency.to_owned()),
-            ),
-        };
-        let mut refs = vec![self.doc];
-        if !self.po.is_empty() {
-            refs.push(format!("purchase-order:{}", self.po));
+/// The record of one output as it stands in `ledger`.
+fn output(po: &str, ledger: &Ledger, output: &Output) -> Result<Record, Error> {
+    match output {
+        Output::Exception(id) => {
+            let e = &ledger.exceptions[id];
+            let f = &e.finding;
+            exception_record(MatchExceptionV2 {
+                exception_id: id.clone(),
+                status: e.status.as_str().into(),
+                code: f.code.clone(),
+                severity: f.severity.clone(),
+                po_number: po.to_owned(),
+                lines: f.lines.clone(),
+                facility: f.facility.clone(),
+                category: f.category.clone(),
+                exposure: Money {
+                    amount: format!("{:.2}", f.exposure.round_dp(2)),
+                    currency: f.currency.clone(),
+                },
+                detail: f.detail.clone(),
+                opened_at: e.opened_at.clone(),
+                resolved_at: e.resolved_at.clone(),
+                resolution: e.resolution.clone(),
+                updated_at: e.updated_at.clone(),
+                sequence: e.sequence,
+                refs: f.refs.clone(),
+                provenance: provenance(id, &e.updated_at),
+            })
         }
-        let now = clock::now_rfc3339();
-        let exception = MatchException {
-            exception_id: exception_id.clone(),
-            code: f.code.to_owned(),
-            severity: f.severity.to_owned(),
-            po_number: self.po,
-            facility,
-            category: f.category,
-            exposure: Money {
-                amount: format!("{:.2}", f.exposure.round_dp(2)),
-                currency,
-            },
-            detail: f.detail,
-            detected_at: now.clone(),
-            refs,
-            provenance: Provenance {
-                source_system: "plexus:three-way-match".into(),
-                source_record_id: exception_id.clone(),
-                control_number: None,
-                received_at: now,
-            },
-        };
-        let json = serde_json::to_vec(&exception)
-            .map_err(|e| Error::Permanent(format!("cannot encode exception: {e}")))?;
-        Ok(Record::new(exception_id, json)
-            .with_schema(MatchException::SCHEMA)
-            .with_content_type("application/json")
-            .with_topic(f.code))
+        Output::Accrual(line) => {
+            let a = &ledger.accruals[line];
+            let order = ledger
+                .order
+                .as_ref()
+                .ok_or_else(|| Error::Permanent(format!("an accrual on {po} without its order")))?;
+            let ordered = &order.lines[line];
+            let id = format!("{po}:{line}");
+            let accrual = Accrual {
+                accrual_id: id.clone(),
+                po_number: po.to_owned(),
+                po_line: line.clone(),
+                supplier: order.supplier.clone(),
+                facility: order.facility.clone(),
+                category: ordered.category.clone(),
+                uom: ordered.uom.clone(),
+                unit_price: ordered.unit_price.to_string(),
+                quantity_ordered: a.ordered.to_string(),
+                quantity_received: a.received.to_string(),
+                quantity_invoiced: a.invoiced.to_string(),
+                quantity_accrued: a.accrued.to_string(),
+                amount_accrued: Money {
+                    amount: format!("{:.2}", a.amount.round_dp(2)),
+                    currency: order.currency.clone(),
+                },
+                as_of: a.updated_at.clone(),
+                sequence: a.sequence,
+                provenance: provenance(&id, &a.updated_at),
+            };
+            let json = serde_json::to_vec(&accrual)
+                .map_err(|e| Error::Permanent(format!("cannot encode accrual {id}: {e}")))?;
+            Ok(Record::new(id, json)
+                .with_schema(Accrual::SCHEMA)
+                .with_content_type("application/json")
+                .with_topic(Accrual::TOPIC))
+        }
     }
+}
+
+fn provenance(id: &str, at: &str) -> Provenance {
+    Provenance {
+        source_system: SOURCE_SYSTEM.into(),
+        source_record_id: id.to_owned(),
+        control_number: None,
+        received_at: at.to_owned(),
+    }
+}
+
+fn exception_record(exception: MatchExceptionV2) -> Result<Record, Error> {
+    let json = serde_json::to_vec(&exception).map_err(|e| {
+        Error::Permanent(format!(
+            "cannot encode exception {}: {e}",
+            exception.exception_id
+        ))
+    })?;
+    let topic = exception.code.clone();
+    Ok(Record::new(exception.exception_id, json)
+        .with_schema(MatchExceptionV2::SCHEMA)
+        .with_content_type("application/json")
+        .with_topic(topic))
 }
 
 fn parse<T: serde::de::DeserializeOwned>(input: &Record) -> Result<T, Error> {
@@ -358,28 +446,33 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T,
         .map_err(|e| Error::Permanent(format!("stored state of {what} is unreadable: {e}")))
 }
 
-/// The ledger of `po` as stored.
-fn read(po: &str) -> Result<Ledger, Error> {
-    match kv::get(&ledger_key(po)).map_err(unavailable)? {
-        Some(entry) => decode(&format!("order {po}"), &entry.value),
-        None => Ok(Ledger::default()),
-    }
-}
-
-/// Apply `change` to the ledger of `po` and store it; returns the stored
-/// ledger and what `change` found.
-fn update(
-    po: &str,
-    change: impl FnMut(&mut Ledger) -> Result<Vec<Finding>, String>,
-) -> Result<(Ledger, Vec<Finding>), Error> {
-    update_state(&ledger_key(po), &format!("order {po}"), change)
-}
-
-/// Apply `change` to the watchlist and store it.
+/// Apply `change` to the watchlist, storing it when `change` says it changed.
 fn watch<R>(
-    change: impl FnMut(&mut Watchlist) -> Result<R, String>,
-) -> Result<(Watchlist, R), Error> {
-    update_state(WATCHLIST, "the SLA watchlist", change)
+    mut change: impl FnMut(&mut Watchlist) -> Result<(bool, R), String>,
+) -> Result<R, Error> {
+    for _ in 0..CAS_ATTEMPTS {
+        let (mut list, revision) = match kv::get(WATCHLIST).map_err(unavailable)? {
+            Some(entry) => (
+                decode::<Watchlist>("the watchlist", &entry.value)?,
+                Some(entry.revision),
+            ),
+            None => (Watchlist::default(), None),
+        };
+        let (changed, result) = change(&mut list).map_err(Error::Permanent)?;
+        if !changed {
+            return Ok(result);
+        }
+        let bytes = serde_json::to_vec(&list)
+            .map_err(|e| Error::Permanent(format!("cannot encode the watchlist: {e}")))?;
+        match kv::compare_and_swap(WATCHLIST, &bytes, revision) {
+            Ok(_) => return Ok(result),
+            Err(kv::KvError::RevisionMismatch) => continue,
+            Err(e) => return Err(unavailable(e)),
+        }
+    }
+    Err(Error::Retryable(
+        "the watchlist kept changing under concurrent updates".into(),
+    ))
 }
 
 /// Read-modify-write of the state under `key`, retried on a concurrent update.
@@ -408,21 +501,6 @@ where
     Err(Error::Retryable(format!(
         "{what} kept changing under concurrent updates"
     )))
-}
-
-/// The record id first seen under `key`, storing `id` if there is none yet.
-fn first_seen(key: &str, id: &str) -> Result<String, Error> {
-    for _ in 0..CAS_ATTEMPTS {
-        if let Some(entry) = kv::get(key).map_err(unavailable)? {
-            return Ok(String::from_utf8_lossy(&entry.value).into_owned());
-        }
-        match kv::compare_and_swap(key, id.as_bytes(), None) {
-            Ok(_) => return Ok(id.to_owned()),
-            Err(kv::KvError::RevisionMismatch) => continue,
-            Err(e) => return Err(unavailable(e)),
-        }
-    }
-    Err(Error::Retryable(format!("{key} kept changing")))
 }
 
 #[cfg(test)]

@@ -19,12 +19,18 @@ const FIELDS: [&str; 3] = ["quantity_tolerance_pct", "price_tolerance_pct", "pri
 /// Override scopes, most specific first.
 const SCOPES: [&str; 3] = ["supplier", "category", "facility"];
 
-/// The default tolerances and every override.
+/// The default tolerances and every override, and how long an invoice may
+/// wait for its receipt.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Policy {
     default: Tolerances,
     /// (field, scope, id, value).
     overrides: Vec<(&'static str, &'static str, String, Decimal)>,
+    /// `receipt_grace`, seconds: how long an invoice billing more than was
+    /// received is held (`awaiting_receipt`) before it is an exception.
+    pub receipt_grace: i64,
+    /// `currency`: the exposure currency when the order is unknown.
+    pub currency: Option<String>,
 }
 
 /// Where an order line stands: whose, what, and for which facility.
@@ -42,6 +48,18 @@ impl Policy {
     pub fn from_config(entries: &[(String, String)]) -> Result<Policy, String> {
         let mut policy = Policy::default();
         for (key, text) in entries {
+            match key.as_str() {
+                "receipt_grace" => {
+                    policy.receipt_grace = seconds(text)
+                        .ok_or_else(|| format!("config `receipt_grace` = {text:?}: write a duration such as \"48h\", \"30m\" or \"0s\""))?;
+                    continue;
+                }
+                "currency" => {
+                    policy.currency = Some(text.clone());
+                    continue;
+                }
+                _ => {}
+            }
             let mut parts = key.splitn(3, '.');
             let first = parts.next();
             let Some(field) = FIELDS.iter().copied().find(|f| first == Some(*f)) else {
@@ -76,6 +94,15 @@ impl Policy {
         Ok(policy)
     }
 
+    /// A digest of the whole policy: when it changes, open exceptions are
+    /// looked at again (a tolerance change may resolve them).
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "{:016x}",
+            crate::ledger::fnv(format!("{self:?}").as_bytes())
+        )
+    }
+
     /// The tolerances for an order line.
     pub fn resolve(&self, at: &Scope) -> Tolerances {
         let pick = |field: &str| {
@@ -97,6 +124,20 @@ impl Policy {
             price_cap: pick("price_cap").or(self.default.price_cap),
         }
     }
+}
+
+/// A duration as `<n>s`, `<n>m`, `<n>h` or `<n>d`, in seconds.
+fn seconds(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let unit = match text.chars().last()? {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    let n: i64 = text[..text.len() - 1].parse().ok()?;
+    (n >= 0).then(|| n.checked_mul(unit))?
 }
 
 #[cfg(test)]
@@ -153,5 +194,24 @@ mod tests {
         assert!(error(&[("price_cap", "-1")]).contains("must not be negative"));
         assert!(error(&[("price_cap.region.EU", "1")]).contains("\"region\" is not supplier"));
         assert!(error(&[("price_cap.supplier", "1")]).contains("write `price_cap` or"));
+        assert!(
+            error(&[("receipt_grace", "2 days")])
+                .starts_with("config `receipt_grace` = \"2 days\"")
+        );
+        assert!(error(&[("receipt_grace", "-1h")]).contains("a duration"));
+    }
+
+    #[test]
+    fn the_receipt_grace_is_a_duration() {
+        let grace = |text| {
+            Policy::from_config(&config(&[("receipt_grace", text)]))
+                .unwrap()
+                .receipt_grace
+        };
+        assert_eq!(grace("48h"), 172_800);
+        assert_eq!(grace("15m"), 900);
+        assert_eq!(grace("0s"), 0);
+        assert_eq!(grace("2d"), 172_800);
+        assert_eq!(Policy::default().receipt_grace, 0);
     }
 }

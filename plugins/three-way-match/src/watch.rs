@@ -1,106 +1,74 @@
-//! The SLA watches: orders not acknowledged by their `ack_due_at`, and orders
-//! past their need-by date with nothing received. Time comes from
-//! `clock-tick/1` records (the `ticker` source makes one per schedule), so the
-//! watches run at the pace the operator chooses and a replayed tick finds the
-//! same. One kv entry lists the orders being watched; each overdue order is
-//! raised once per code.
+//! The orders a clock tick must look at again. Time comes from
+//! `clock-tick/1` records (the `ticker` source makes one per schedule), so
+//! invoices held for their receipt, acknowledgements due and deliveries due
+//! are decided at the pace the operator chooses, and a replayed tick finds
+//! the same. One kv entry lists, per order, when the time alone next changes
+//! what it comes to, and whether it has open exceptions (which a tolerance
+//! change may resolve).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use plexus_sdk::canonical::PurchaseOrder;
 use serde::{Deserialize, Serialize};
 
-/// The orders being watched, by PO number.
+/// The orders being watched, and the policy they were last looked at under.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Watchlist(BTreeMap<String, Watched>);
+pub struct Watchlist {
+    /// The fingerprint of the matching policy at the last tick.
+    policy: String,
+    /// PO number → what is awaited of it.
+    orders: BTreeMap<String, Watched>,
+}
 
 /// What is awaited of one order.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Watched {
-    /// When the supplier's acknowledgement is due (RFC 3339, UTC).
-    ack_due_at: Option<String>,
-    /// The earliest need-by date of the order or its lines.
-    need_by: Option<String>,
-    acked: bool,
-    received: bool,
-    /// Codes already raised for it.
-    raised: BTreeSet<String>,
+struct Watched {
+    /// When the time alone next changes its exceptions, Unix seconds.
+    wake: Option<i64>,
+    /// Whether it has open exceptions.
+    open: bool,
+    /// The order's ledger `seq` this was noted at: an older note never
+    /// overwrites a newer one.
+    seq: u64,
 }
 
-/// An overdue order: its PO number, the code and what is late.
-pub type Overdue = (String, &'static str, String);
-
 impl Watchlist {
-    /// Watch an order (a changed order keeps what was already seen of it).
-    pub fn order(&mut self, po: &PurchaseOrder) {
-        let need_by = po
-            .lines
+    /// Note where order `po` stands after its ledger reached `seq`; returns
+    /// whether the list changed.
+    pub fn note(&mut self, po: &str, seq: u64, wake: Option<i64>, open: bool) -> bool {
+        if self.orders.get(po).is_some_and(|w| w.seq >= seq) {
+            return false;
+        }
+        if wake.is_none() && !open {
+            return self.orders.remove(po).is_some();
+        }
+        let watched = Watched { wake, open, seq };
+        if self
+            .orders
+            .get(po)
+            .is_some_and(|w| w.wake == wake && w.open == open)
+        {
+            return false;
+        }
+        self.orders.insert(po.to_owned(), watched);
+        true
+    }
+
+    /// The orders to look at again at `now` (Unix seconds) under the policy
+    /// `fingerprint`: those whose wake has come and, when the policy
+    /// changed, those with open exceptions. Returns them and whether the
+    /// policy changed (it is remembered).
+    pub fn due(&mut self, now: i64, fingerprint: &str) -> (Vec<String>, bool) {
+        let changed = self.policy != fingerprint;
+        if changed {
+            fingerprint.clone_into(&mut self.policy);
+        }
+        let due = self
+            .orders
             .iter()
-            .filter_map(|l| l.need_by.clone())
-            .chain(po.need_by.clone())
-            .min();
-        let watched = self.0.entry(po.po_number.clone()).or_default();
-        watched.ack_due_at.clone_from(&po.ack_due_at);
-        watched.need_by = need_by;
-        self.forget_settled();
-    }
-
-    /// The supplier acknowledged `po`.
-    pub fn acked(&mut self, po: &str) {
-        if let Some(watched) = self.0.get_mut(po) {
-            watched.acked = true;
-        }
-        self.forget_settled();
-    }
-
-    /// Something was received against `po`.
-    pub fn received(&mut self, po: &str) {
-        if let Some(watched) = self.0.get_mut(po) {
-            watched.received = true;
-        }
-        self.forget_settled();
-    }
-
-    /// The orders overdue at `now` (RFC 3339, UTC) not raised yet; marks them raised.
-    pub fn due(&mut self, now: &str) -> Vec<Overdue> {
-        let today = now.get(..10).unwrap_or(now);
-        let mut overdue = Vec::new();
-        for (po, watched) in &mut self.0 {
-            if let Some(due) = &watched.ack_due_at
-                && !watched.acked
-                && due.as_str() < now
-                && watched.raised.insert("ack_overdue".into())
-            {
-                overdue.push((
-                    po.clone(),
-                    "ack_overdue",
-                    format!("no acknowledgement of {po}, due {due}"),
-                ));
-            }
-            if let Some(need_by) = &watched.need_by
-                && !watched.received
-                && need_by.as_str() < today
-                && watched.raised.insert("receipt_overdue".into())
-            {
-                overdue.push((
-                    po.clone(),
-                    "receipt_overdue",
-                    format!("nothing received on {po}, needed by {need_by}"),
-                ));
-            }
-        }
-        self.forget_settled();
-        overdue
-    }
-
-    /// Stop watching orders with nothing left to wait for or to raise.
-    fn forget_settled(&mut self) {
-        self.0.retain(|_, w| {
-            let ack_open = w.ack_due_at.is_some() && !w.acked && !w.raised.contains("ack_overdue");
-            let receipt_open =
-                w.need_by.is_some() && !w.received && !w.raised.contains("receipt_overdue");
-            ack_open || receipt_open
-        });
+            .filter(|(_, w)| w.wake.is_some_and(|at| at <= now) || changed && w.open)
+            .map(|(po, _)| po.clone())
+            .collect();
+        (due, changed)
     }
 }
 
@@ -108,51 +76,29 @@ impl Watchlist {
 mod tests {
     use super::*;
 
-    fn order(ack_due_at: Option<&str>, need_by: Option<&str>) -> PurchaseOrder {
-        let path = format!("{}/fixtures/po.json", env!("CARGO_MANIFEST_DIR"));
-        let mut po: PurchaseOrder =
-            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        po.ack_due_at = ack_due_at.map(str::to_owned);
-        po.need_by = need_by.map(str::to_owned);
-        po
-    }
-
     #[test]
-    fn an_order_is_raised_once_per_lapse_and_forgotten_when_settled() {
+    fn an_order_is_due_when_its_time_comes_or_the_policy_changes() {
         let mut watch = Watchlist::default();
-        watch.order(&order(Some("2026-11-03T12:00:00Z"), Some("2026-11-10")));
-        assert_eq!(watch.due("2026-11-03T11:59:59Z"), []);
         assert_eq!(
-            watch.due("2026-11-03T12:00:01Z"),
-            [(
-                "PO-1001".to_owned(),
-                "ack_overdue",
-                "no acknowledgement of PO-1001, due 2026-11-03T12:00:00Z".to_owned()
-            )]
+            watch.due(0, "p1"),
+            (vec![], true),
+            "the first policy is remembered"
         );
-        assert_eq!(watch.due("2026-11-04T00:00:00Z"), [], "raised once");
-        assert_eq!(
-            watch.due("2026-11-10T23:00:00Z"),
-            [],
-            "due at the end of the day"
+        assert!(watch.note("PO-1", 1, Some(100), false));
+        assert!(watch.note("PO-2", 1, None, true));
+        assert!(!watch.note("PO-2", 2, None, true), "nothing changed");
+        assert_eq!(watch.due(99, "p1"), (vec![], false));
+        assert_eq!(watch.due(100, "p1"), (vec!["PO-1".to_owned()], false));
+        assert_eq!(watch.due(50, "p2"), (vec!["PO-2".to_owned()], true));
+        assert!(
+            watch.note("PO-1", 3, None, false),
+            "settled orders are forgotten"
         );
-        assert_eq!(watch.due("2026-11-11T00:00:00Z")[0].1, "receipt_overdue");
-        assert_eq!(watch, Watchlist::default(), "nothing left to watch");
-    }
-
-    #[test]
-    fn acknowledged_and_received_orders_are_not_overdue() {
-        let mut watch = Watchlist::default();
-        watch.order(&order(Some("2026-11-03T12:00:00Z"), Some("2026-11-10")));
-        watch.acked("PO-1001");
-        watch.received("PO-1001");
-        assert_eq!(watch.due("2026-12-01T00:00:00Z"), []);
-        assert_eq!(watch, Watchlist::default());
-        watch.order(&order(None, None));
+        assert!(!watch.note("PO-2", 1, None, false), "an older note loses");
         assert_eq!(
-            watch,
-            Watchlist::default(),
-            "an order without deadlines is not watched"
+            watch.due(1_000, "p2"),
+            (vec![], false),
+            "open, but nothing due and the same policy"
         );
     }
 }
