@@ -256,6 +256,65 @@ mod tests {
             refs: vec!["invoice:1".into()],
             provenance: prov.clone(),
         });
+        let resolved = MatchExceptionV2 {
+            exception_id: "price_mismatch:PO-1:2".into(),
+            status: "resolved".into(),
+            code: "price_mismatch".into(),
+            severity: "warning".into(),
+            po_number: "PO-1".into(),
+            lines: vec!["2".into()],
+            facility: party.clone(),
+            category: "unspsc:42".into(),
+            exposure: money.clone(),
+            detail: "billed 12.00 against 10.00".into(),
+            opened_at: "2026-05-22T08:00:00Z".into(),
+            resolved_at: Some("2026-05-23T08:00:00Z".into()),
+            resolution: Some("credit_memo".into()),
+            updated_at: "2026-05-23T08:00:00Z".into(),
+            sequence: 7,
+            refs: vec!["invoice:1".into()],
+            provenance: prov.clone(),
+        };
+        check(&resolved);
+        check(&MatchExceptionV2 {
+            status: "open".into(),
+            resolved_at: None,
+            resolution: None,
+            ..resolved.clone()
+        });
+        // A resolved exception says when and by what; an open one does not.
+        let contracts = Contracts::compile(&["match-exception/2".into()]).unwrap();
+        for bad in [
+            MatchExceptionV2 {
+                resolution: None,
+                ..resolved.clone()
+            },
+            MatchExceptionV2 {
+                status: "open".into(),
+                ..resolved.clone()
+            },
+        ] {
+            let mut r = record(None, &serde_json::to_string(&bad).unwrap());
+            assert!(contracts.check(&mut r).is_err(), "{bad:?}");
+        }
+        check(&Accrual {
+            accrual_id: "PO-1:2".into(),
+            po_number: "PO-1".into(),
+            po_line: "2".into(),
+            supplier: party.clone(),
+            facility: party.clone(),
+            category: "unspsc:42".into(),
+            uom: "EA".into(),
+            unit_price: "10.00".into(),
+            quantity_ordered: "5".into(),
+            quantity_received: "4".into(),
+            quantity_invoiced: "1".into(),
+            quantity_accrued: "3".into(),
+            amount_accrued: money.clone(),
+            as_of: "2026-05-22T08:00:00Z".into(),
+            sequence: 3,
+            provenance: prov.clone(),
+        });
         check(&InventoryBalance {
             item,
             location: party,
