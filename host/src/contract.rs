@@ -48,6 +48,10 @@ const SCHEMAS: &[(&str, &str)] = &[
         "ship-notice/1",
         include_str!("../../schemas/ship-notice/1.json"),
     ),
+    (
+        "sla-breach/1",
+        include_str!("../../schemas/sla-breach/1.json"),
+    ),
     ("supplier/1", include_str!("../../schemas/supplier/1.json")),
     (
         "time-entry/1",
@@ -329,7 +333,7 @@ mod tests {
     #[test]
     fn every_schema_compiles() {
         let all: Vec<String> = known().map(str::to_owned).collect();
-        assert_eq!(all.len(), 15);
+        assert_eq!(all.len(), 16);
         assert!(Contracts::compile(&all).is_ok());
     }
 

@@ -248,6 +248,7 @@ impl Host {
             })
             .await?;
         let inbound = Arc::new(Inbound::default());
+        let sla = Arc::new(crate::observe::sla::Board::default());
         let roster = Arc::new(Roster::default());
         let (http_stop, stopped) = watch::channel(false);
         let admin = admin::Admin {
@@ -257,6 +258,7 @@ impl Host {
             js: bus.js.clone(),
             tokens,
             audit: audit.clone(),
+            sla: sla.clone(),
         };
         let (http_addr, http_task) = admin::serve(&config.http, admin, stopped).await?;
         tracing::info!(address = %http_addr, "Serving /metrics.");
@@ -279,6 +281,7 @@ impl Host {
             inbound,
             secrets_file: config.secrets_file.clone(),
             audit,
+            sla,
         };
         let mut host = Host {
             runtime,

@@ -74,6 +74,8 @@ pub struct Admin {
     pub tokens: Arc<Tokens>,
     /// Where refusals and ingests are recorded.
     pub audit: crate::observe::Audit,
+    /// SLA breaches seen by this host.
+    pub sla: Arc<crate::observe::sla::Board>,
 }
 
 /// Why the endpoint may not start as configured.
@@ -130,6 +132,9 @@ pub async fn serve(
         .route("/metrics", get(metrics_text))
         .route("/connectors", get(connectors))
         .route("/", get(dashboard))
+        .route("/exceptions", get(exceptions_page))
+        .route("/dead-letters", get(dead_letters_page))
+        .route("/trace", get(trace_page))
         .layer(DefaultBodyLimit::max(MAX_BODY));
     let ingest = Router::new()
         .route("/ingest/{connector}", post(ingest))
@@ -390,16 +395,108 @@ async fn connectors(State(state): State<Admin>) -> impl IntoResponse {
     )
 }
 
-async fn dashboard(State(state): State<Admin>) -> impl IntoResponse {
-    let report = state.roster.report(&state.metrics, &state.js).await;
+/// A page of the dashboard.
+fn html(page: String) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             // Never framed by another site's page.
             (header::X_FRAME_OPTIONS, "DENY"),
         ],
-        crate::observe::dashboard::render(&report),
+        page,
     )
+        .into_response()
+}
+
+async fn dashboard(State(state): State<Admin>) -> Response {
+    let report = state.roster.report(&state.metrics, &state.js).await;
+    html(crate::observe::dashboard::render(&report, &state.sla.all()))
+}
+
+/// Open exceptions of the matchers running here (connectors emitting
+/// `match-exception/2`).
+async fn exceptions_page(State(state): State<Admin>) -> Response {
+    let report = state.roster.report(&state.metrics, &state.js).await;
+    let subjects: Vec<String> = report
+        .iter()
+        .filter(|c| {
+            c.emits
+                .iter()
+                .any(|e| e == crate::observe::exceptions::SCHEMA)
+        })
+        .filter_map(|c| c.to.clone())
+        .collect();
+    match crate::observe::exceptions::read(&state.js, &subjects).await {
+        Ok(standing) => {
+            let all: Vec<_> = standing.values().collect();
+            html(crate::observe::dashboard::exceptions(
+                &all,
+                chrono::Utc::now(),
+            ))
+        }
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot read the exceptions: {error:#}\n"),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct NoteQuery {
+    replayed: Option<String>,
+}
+
+/// Every running connector's dead letters, with replay buttons.
+async fn dead_letters_page(
+    State(state): State<Admin>,
+    axum::extract::Query(query): axum::extract::Query<NoteQuery>,
+) -> Response {
+    let report = state.roster.report(&state.metrics, &state.js).await;
+    let mut rows = Vec::new();
+    for c in report {
+        let letters = match crate::bus::dead_letters::DeadLetters::open(&state.js, &c.dlq).await {
+            Ok(dead) => dead.list(&c.name).await,
+            Err(e) => Err(e),
+        };
+        match letters {
+            Ok(letters) => rows.push((c, letters)),
+            Err(error) => {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot read the dead letters of {}: {error:#}\n", c.name),
+                )
+                    .into_response();
+            }
+        }
+    }
+    let note = query
+        .replayed
+        .map(|what| format!("Replayed {what}; it is back on its subject."));
+    html(crate::observe::dashboard::dead_letters(
+        &rows,
+        note.as_deref(),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+struct TraceQuery {
+    id: String,
+}
+
+/// A record's lineage.
+async fn trace_page(
+    State(state): State<Admin>,
+    axum::extract::Query(query): axum::extract::Query<TraceQuery>,
+) -> Response {
+    match crate::observe::lineage::trace(&state.js, &query.id).await {
+        Ok(hops) => html(crate::observe::dashboard::trace(&query.id, &hops)),
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot read the bus: {error:#}\n"),
+        )
+            .into_response(),
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -414,7 +511,37 @@ async fn replay(
     Path(connector): Path<String>,
     axum::extract::Query(query): axum::extract::Query<ReplayQuery>,
     axum::Extension(caller): axum::Extension<Caller>,
-) -> impl IntoResponse {
+    headers: HeaderMap,
+) -> Response {
+    let from_page = headers.get(header::CONTENT_TYPE).is_some_and(|t| {
+        t.as_bytes()
+            .starts_with(b"application/x-www-form-urlencoded")
+    });
+    let (status, body) = replay_letters(&state, &connector, query.seq, &caller).await;
+    if from_page && status == StatusCode::OK {
+        // The dashboard's button: back to the page, which says what happened.
+        let what = match query.seq {
+            Some(seq) => format!("{connector}%20%23{seq}"),
+            None => connector.clone(),
+        };
+        return (
+            StatusCode::SEE_OTHER,
+            [(header::LOCATION, format!("/dead-letters?replayed={what}"))],
+        )
+            .into_response();
+    }
+    (status, body).into_response()
+}
+
+/// Replay `connector`'s dead letters (or the one numbered `seq`).
+async fn replay_letters(
+    state: &Admin,
+    connector: &str,
+    seq: Option<u64>,
+    caller: &Caller,
+) -> (StatusCode, String) {
+    let query = ReplayQuery { seq };
+    let connector = connector.to_owned();
     let Some(status) = state.roster.get(&connector) else {
         return (
             StatusCode::NOT_FOUND,

@@ -15,6 +15,9 @@ pub const SOURCE: &str = "Plexus-Source";
 pub const HOPS: &str = "Plexus-Hops";
 /// Trace id carried unchanged from the first hop.
 pub const TRACE: &str = "Plexus-Trace";
+/// When the record's first hop took it in, Unix milliseconds: carried
+/// unchanged, so every later hop knows its end-to-end latency.
+pub const ORIGIN_TIME: &str = "Plexus-Origin-Time";
 /// The facility whose edge host the record entered at; carried onto
 /// everything derived from it.
 pub const FACILITY: &str = "Plexus-Facility";

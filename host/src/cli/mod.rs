@@ -53,6 +53,22 @@ enum Command {
     /// Inspect and replay dead letters.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Every hop of a record: connector, plugin version, subject, time and
+    /// outcome (received, published, dead-lettered, replayed).
+    ///
+    /// ID is a message id (`Nats-Msg-Id`), a source record id, or a
+    /// business key (`Plexus-Key`, e.g. an exception id). Every record that
+    /// descends from the same source record (the same `Plexus-Trace`) is
+    /// shown, oldest first, read from the most recent records of each stream.
+    Trace {
+        /// The record's message id, source record id or key.
+        id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The fleet's bus instead of the config's.
+        #[command(flatten)]
+        bus: fleet::BusArgs,
+    },
     /// The tamper-evident audit log: list it, or verify its hash chains.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -420,6 +436,20 @@ impl Cli {
                     },
                     Err(e) => Err(e),
                 },
+                Command::Trace { id, config, bus } => {
+                    let connected = if bus.bus.is_some() {
+                        bus.connect().await
+                    } else {
+                        match crate::config::Config::load(&config.config) {
+                            Ok(loaded) => connect_bus(&loaded).await,
+                            Err(e) => Err(e.into()),
+                        }
+                    };
+                    match connected {
+                        Ok(connected) => trace(&connected, &id).await,
+                        Err(e) => Err(e),
+                    }
+                }
                 Command::New(args) => new::run(
                     args.kind,
                     &args.name,
@@ -441,6 +471,36 @@ impl Cli {
 /// The bus the config's host uses, with its credentials: `[bus]`, or the
 /// embedded bus of a running host (whose generated credentials are in its
 /// store, readable by the host's user only).
+/// Print the hops of the records `id` names.
+async fn trace(bus: &crate::bus::Bus, id: &str) -> Result<(), crate::host::HostError> {
+    let hops = crate::observe::lineage::trace(&bus.js, id).await?;
+    if hops.is_empty() {
+        return Err(crate::host::HostError::Runtime(anyhow::anyhow!(
+            "no record on the bus has the message id, source record id or key {id:?}"
+        )));
+    }
+    let traces: std::collections::BTreeSet<&str> = hops.iter().map(|h| h.trace.as_str()).collect();
+    println!(
+        "{id}: {} hop{} in {} trace{}",
+        hops.len(),
+        if hops.len() == 1 { "" } else { "s" },
+        traces.len(),
+        if traces.len() == 1 { "" } else { "s" }
+    );
+    for h in &hops {
+        let by = if h.plugin.is_empty() {
+            h.connector.clone()
+        } else {
+            format!("{}@{}", h.connector, h.plugin)
+        };
+        println!(
+            "  {}  {:<13}  {:<28}  {:<28}  {}  {}",
+            h.time, h.outcome, h.subject, by, h.msg_id, h.detail
+        );
+    }
+    Ok(())
+}
+
 pub(super) async fn connect_bus(
     config: &crate::config::Config,
 ) -> Result<crate::bus::Bus, crate::host::HostError> {

@@ -168,6 +168,40 @@ pub struct ConnectorSpec {
     pub delivery: Delivery,
     /// Host labels a fleet host must carry to run it; empty runs anywhere.
     pub placement: BTreeMap<String, String>,
+    /// What the business expects of it: freshness and latency targets.
+    pub sla: Option<Sla>,
+}
+
+/// `sla = { freshness = "15m", latency_p99 = "2s", class = "transactional" }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sla {
+    /// A transactional connector taking no record for this long is in breach.
+    pub freshness: Option<Duration>,
+    /// End-to-end latency (from the record's first hop to this connector
+    /// taking it) whose 99th percentile must stay under this.
+    pub latency_p99: Option<Duration>,
+    /// `transactional` or `informational`.
+    pub class: SlaClass,
+}
+
+/// How much a connector's data matters when it is late.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlaClass {
+    /// Orders, receipts, invoices: silence is a problem.
+    Transactional,
+    /// Reference data, reports: silence is normal; only latency counts.
+    Informational,
+}
+
+impl SlaClass {
+    /// As written in config and in breach records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlaClass::Transactional => "transactional",
+            SlaClass::Informational => "informational",
+        }
+    }
 }
 
 impl ConnectorSpec {
@@ -341,6 +375,15 @@ pub(super) struct RawConnector {
     #[serde(default)]
     placement: BTreeMap<String, String>,
     plugin_digest: Option<String>,
+    sla: Option<RawSla>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSla {
+    freshness: Option<String>,
+    latency_p99: Option<String>,
+    class: Option<SlaClass>,
 }
 
 #[derive(Deserialize)]
@@ -711,6 +754,38 @@ pub(super) fn validate(
         }
     }
 
+    let sla = match c.sla {
+        None => None,
+        Some(raw) => {
+            let sla = Sla {
+                freshness: match raw.freshness.as_deref() {
+                    Some(text) => Some(
+                        duration(Some(text), Duration::ZERO, "sla.freshness", 30 * DAY)
+                            .map_err(fail)?,
+                    ),
+                    None => None,
+                },
+                latency_p99: match raw.latency_p99.as_deref() {
+                    Some(text) => Some(
+                        duration(Some(text), Duration::ZERO, "sla.latency_p99", DAY)
+                            .map_err(fail)?,
+                    ),
+                    None => None,
+                },
+                class: raw.class.unwrap_or(SlaClass::Transactional),
+            };
+            if sla.freshness.is_none() && sla.latency_p99.is_none() {
+                return Err(fail(
+                    "sla needs `freshness` or `latency_p99` (or both)".into(),
+                ));
+            }
+            if sla.freshness.is_some() && sla.class == SlaClass::Informational {
+                return Err(fail("sla.freshness applies to a transactional connector; an informational one is expected to fall quiet".into()));
+            }
+            Some(sla)
+        }
+    };
+
     // Each role takes exactly its own settings, checked above.
     let missing = |field: &str| fail(format!("a {} needs `{field}`", c.kind));
     let role = match c.kind {
@@ -742,6 +817,7 @@ pub(super) fn validate(
         limits,
         delivery,
         placement: c.placement,
+        sla,
     })
 }
 

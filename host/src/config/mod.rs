@@ -77,7 +77,7 @@ use serde::Deserialize;
 
 pub use connector::{
     ConnectorSpec, Delivery, Kind, Limits, Listener, ListenerTls, PluginRef, PluginSource, Role,
-    Trigger,
+    Sla, SlaClass, Trigger,
 };
 pub use edge::EdgeConfig;
 pub use grants::{FileGrant, Grants, Origin};

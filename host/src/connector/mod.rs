@@ -87,6 +87,8 @@ pub struct Shared {
     pub audit: crate::observe::Audit,
     /// An edge host's facility, stamped on what its sources publish.
     pub facility: Option<Arc<str>>,
+    /// SLA breaches, for the dashboard.
+    pub sla: Arc<crate::observe::sla::Board>,
 }
 
 /// A connector at work.
@@ -135,6 +137,25 @@ impl Running {
         let contracts =
             Contracts::compile(&spec.emits).with_context(|| format!("connector {name}: emits"))?;
         let (stop, stopped) = watch::channel(false);
+        let latencies = spec
+            .sla
+            .as_ref()
+            .and_then(|s| s.latency_p99)
+            .map(|_| Arc::new(crate::observe::sla::Latencies::default()));
+        if let Some(sla) = &spec.sla {
+            bus.ensure_stream(crate::observe::sla::SUBJECT_PREFIX, true)
+                .await?;
+            let watcher = crate::observe::sla::Watcher {
+                connector: name.clone(),
+                sla: sla.clone(),
+                latencies: latencies.clone(),
+                metrics: shared.metrics.clone(),
+                js: bus.js.clone(),
+                facility: shared.facility.clone(),
+                board: shared.sla.clone(),
+            };
+            tokio::spawn(watcher.run(stopped.clone()));
+        }
         let hop = format!("{name}@{}", plugin.version());
         let publisher = publish::Publisher::new(bus.js.clone());
         let settler = || settle::Settler {
@@ -143,6 +164,7 @@ impl Running {
             js: bus.js.clone(),
             metrics: shared.metrics.clone(),
             secrets: context.clone(),
+            latency: latencies.clone(),
         };
         let mut inbound = None;
         let task = match &spec.role {

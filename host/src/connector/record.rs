@@ -17,6 +17,15 @@ pub struct Lineage {
     trace: String,
     /// The facility the record entered at, when it entered at an edge.
     facility: Option<String>,
+    /// When its first hop took it in, Unix milliseconds.
+    pub origin_ms: u64,
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn header<'a>(map: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
@@ -24,8 +33,8 @@ fn header<'a>(map: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
 }
 
 impl Lineage {
-    /// Read the lineage of a consumed message.
-    pub fn of(msg: &Message, stream: &str, sequence: u64) -> Lineage {
+    /// Read the lineage of a consumed message, stored at `published_ms`.
+    pub fn of(msg: &Message, stream: &str, sequence: u64, published_ms: u64) -> Lineage {
         let h = msg.headers.as_ref();
         let identity = header(h, headers::IDENTITY)
             .or_else(|| header(h, headers::MSG_ID))
@@ -36,6 +45,11 @@ impl Lineage {
             trace: header(h, headers::TRACE)
                 .map_or_else(|| headers::trace_id(&identity), str::to_owned),
             facility: header(h, headers::FACILITY).map(str::to_owned),
+            // A record from before this header, or from outside Plexus,
+            // started its journey when it was stored.
+            origin_ms: header(h, headers::ORIGIN_TIME)
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(published_ms),
             identity,
         }
     }
@@ -50,6 +64,7 @@ impl Lineage {
             source,
             hops: None,
             facility: facility.map(str::to_owned),
+            origin_ms: now_ms(),
         }
     }
 
@@ -95,6 +110,7 @@ impl Lineage {
         };
         h.insert(headers::HOPS, hops.as_str());
         h.insert(headers::TRACE, self.trace.as_str());
+        h.insert(headers::ORIGIN_TIME, self.origin_ms.to_string().as_str());
         if let Some(facility) = self
             .facility
             .as_deref()

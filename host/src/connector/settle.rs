@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::{self, Message};
 
-use super::record::{Lineage, header_value};
+use super::record::{Lineage, header_value, now_ms};
 use crate::bus::{dead_letters, headers};
 use crate::capability::{ConnectorContext, redact};
 use crate::config::Delivery;
@@ -20,6 +20,8 @@ pub(super) struct Settler {
     pub(super) metrics: Arc<Metrics>,
     /// Granted secret values, redacted from every reason.
     pub(super) secrets: Arc<ConnectorContext>,
+    /// End-to-end latencies, kept when the connector has a latency SLA.
+    pub(super) latency: Option<Arc<crate::observe::sla::Latencies>>,
 }
 
 impl Settler {
@@ -33,10 +35,13 @@ impl Settler {
             return None;
         };
         let deliveries = u32::try_from(info.delivered).unwrap_or(u32::MAX);
-        Some((
-            Lineage::of(msg, info.stream, info.stream_sequence),
-            deliveries,
-        ))
+        let published_ms =
+            u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        let lineage = Lineage::of(msg, info.stream, info.stream_sequence, published_ms);
+        if let Some(latency) = &self.latency {
+            latency.record(now_ms().saturating_sub(lineage.origin_ms));
+        }
+        Some((lineage, deliveries))
     }
 
     /// Redeliver after the backoff for this delivery count (or `delay`).

@@ -13,6 +13,8 @@
 //! | `plexus_capability_denied_total` | connector, capability | refused `http` requests and `secrets` reads |
 //! | `plexus_key_collisions_total` | connector | records whose source key was seen before with different content (both kept) |
 //! | `plexus_audit_dropped_total` | — | audit records dropped because the audit queue was full |
+//! | `plexus_sla_breached` | connector, kind | 1 while the connector's `freshness` or `latency` SLA is breached |
+//! | `plexus_sla_breaches_total` | connector, kind | SLA breaches opened |
 //! | `plexus_auth_failures_total` | endpoint | refused requests and connections: `admin` (no or wrong token, wrong role), `mllp` (address not allowed, TLS failed, too many connections) |
 
 use std::sync::atomic::AtomicI64;
@@ -85,6 +87,14 @@ pub struct Metrics {
     audit_dropped: Counter,
     forward_waiting: Gauge<i64, AtomicI64>,
     hub_link: Gauge<i64, AtomicI64>,
+    sla_breached: Family<SlaLabels, Gauge<i64, AtomicI64>>,
+    sla_breaches: Family<SlaLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SlaLabels {
+    connector: String,
+    kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -122,6 +132,8 @@ impl Default for Metrics {
             audit_dropped: Counter::default(),
             forward_waiting: Gauge::default(),
             hub_link: Gauge::default(),
+            sla_breached: Family::default(),
+            sla_breaches: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -177,6 +189,16 @@ impl Default for Metrics {
             "Edge hosts: 1 while the hub answers, 0 while it does not",
             m.hub_link.clone(),
         );
+        registry.register(
+            "sla_breached",
+            "1 while a connector's SLA (freshness or latency) is breached",
+            m.sla_breached.clone(),
+        );
+        registry.register(
+            "sla_breaches",
+            "SLA breaches opened",
+            m.sla_breaches.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -224,6 +246,20 @@ impl Metrics {
         self.forward_waiting
             .set(i64::try_from(waiting).unwrap_or(i64::MAX));
         self.hub_link.set(i64::from(link_up));
+    }
+
+    /// Set whether `connector`'s `kind` SLA is breached; counts each breach opened.
+    pub fn sla(&self, connector: &str, kind: &str, breached: bool) {
+        let labels = SlaLabels {
+            connector: connector.to_owned(),
+            kind: kind.to_owned(),
+        };
+        self.sla_breached
+            .get_or_create(&labels)
+            .set(i64::from(breached));
+        if breached {
+            self.sla_breaches.get_or_create(&labels).inc();
+        }
     }
 
     /// Set how many connectors run.

@@ -42,6 +42,9 @@ pub struct ConnectorStatus {
     /// Records on `from` not yet settled (waiting or in flight); `None` for
     /// sources and when the bus cannot tell right now.
     pub lag: Option<u64>,
+    /// Schema ids it emits.
+    #[serde(default)]
+    pub emits: Vec<String>,
 }
 
 /// The running connectors, as the host last published them.
@@ -65,6 +68,7 @@ impl Roster {
                     Kind::Source => None,
                     Kind::Transform | Kind::Sink => Some(0),
                 },
+                emits: r.spec.emits.clone(),
             })
             .collect();
         if let Ok(mut roster) = self.0.write() {

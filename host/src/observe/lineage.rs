@@ -1,0 +1,195 @@
+//! A record's lineage, from the headers already on the bus: every record
+//! descended from one source record carries that record's `Plexus-Trace`,
+//! and its `Plexus-Hops` say which connector and plugin version made it. To
+//! trace an id (a `Nats-Msg-Id`, a source record id, a `Plexus-Key`), the
+//! streams are read (headers only, the most recent records of each) for the
+//! records the id names, then for every record sharing their trace ids —
+//! published records, dead letters and replays alike — in time order.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt as _;
+
+use crate::bus::headers;
+
+/// The most recent records read per stream.
+const MOST_RECENT: u64 = 200_000;
+/// How long to wait for the next batch before giving up on a stream.
+const PATIENCE: Duration = Duration::from_secs(5);
+
+/// One hop of a record: where it was stored and what happened to it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Hop {
+    /// When it was stored (RFC 3339).
+    pub time: String,
+    /// `received` (a source took it in), `published`, `dead-lettered` or `replayed`.
+    pub outcome: String,
+    /// The subject it was stored under.
+    pub subject: String,
+    /// The stream and sequence.
+    pub stream: String,
+    /// The connector that made it (or dead-lettered it).
+    pub connector: String,
+    /// The plugin version (digest prefix) of that connector.
+    pub plugin: String,
+    /// Its `Nats-Msg-Id`.
+    pub msg_id: String,
+    /// Its trace id.
+    pub trace: String,
+    /// Its key and schema, or why it was dead-lettered.
+    pub detail: String,
+}
+
+/// One record read: its place, time and headers.
+struct Seen {
+    stream: String,
+    sequence: u64,
+    subject: String,
+    time: String,
+    headers: HeaderMap,
+}
+
+fn get<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
+    h.get(name).map_or("", |v| v.as_str())
+}
+
+/// Whether `id` names this record.
+fn named(h: &HeaderMap, id: &str) -> bool {
+    let source = get(h, headers::SOURCE);
+    [headers::MSG_ID, headers::IDENTITY, headers::KEY]
+        .iter()
+        .any(|name| get(h, name) == id)
+        || source == id
+        || source
+            .split_once(':')
+            .is_some_and(|(_, record)| record == id)
+}
+
+/// Every hop of the records `id` names, oldest first.
+pub async fn trace(js: &jetstream::Context, id: &str) -> anyhow::Result<Vec<Hop>> {
+    let seen = read_all(js).await?;
+    let traces: BTreeSet<&str> = seen
+        .iter()
+        .filter(|s| named(&s.headers, id))
+        .map(|s| get(&s.headers, headers::TRACE))
+        .filter(|t| !t.is_empty())
+        .collect();
+    let mut hops: Vec<Hop> = seen
+        .iter()
+        .filter(|s| traces.contains(get(&s.headers, headers::TRACE)) || named(&s.headers, id))
+        .map(hop)
+        .collect();
+    hops.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.stream.cmp(&b.stream)));
+    Ok(hops)
+}
+
+fn hop(s: &Seen) -> Hop {
+    let h = &s.headers;
+    let last_hop = get(h, headers::HOPS).rsplit(',').next().unwrap_or("");
+    let (connector, plugin) = last_hop.split_once('@').unwrap_or((last_hop, ""));
+    let error = get(h, headers::ERROR);
+    let (outcome, connector, detail) = if !error.is_empty() {
+        (
+            "dead-lettered",
+            get(h, headers::CONNECTOR),
+            format!("from {}: {error}", get(h, headers::ORIGINAL_SUBJECT)),
+        )
+    } else if !get(h, headers::REPLAY_FOR).is_empty() {
+        (
+            "replayed",
+            get(h, headers::REPLAY_FOR),
+            format!("sent back to {}", get(h, headers::REPLAY_FOR)),
+        )
+    } else {
+        let described = [headers::KEY, headers::SCHEMA]
+            .iter()
+            .map(|n| get(h, n))
+            .filter(|v| !v.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let outcome = if get(h, headers::HOPS).contains(',') {
+            "published"
+        } else {
+            "received"
+        };
+        (outcome, connector, described)
+    };
+    Hop {
+        time: s.time.clone(),
+        outcome: outcome.into(),
+        subject: s.subject.clone(),
+        stream: format!("{}#{}", s.stream, s.sequence),
+        connector: connector.into(),
+        plugin: plugin.into(),
+        msg_id: get(h, headers::MSG_ID).into(),
+        trace: get(h, headers::TRACE).into(),
+        detail,
+    }
+}
+
+/// Every record (headers only) of every stream that carries records, the
+/// most recent of each.
+async fn read_all(js: &jetstream::Context) -> anyhow::Result<Vec<Seen>> {
+    let mut names = js.stream_names();
+    let mut streams = Vec::new();
+    while let Some(name) = names.next().await {
+        let name = name.map_err(|e| anyhow::anyhow!("cannot list the streams: {e}"))?;
+        // Key-value buckets, object stores and the audit log hold no records.
+        if !(name.starts_with("KV_") || name.starts_with("OBJ_") || name == "plexus-audit") {
+            streams.push(name);
+        }
+    }
+    let mut seen = Vec::new();
+    for name in streams {
+        let mut stream = js.get_stream(&name).await?;
+        let last = stream.info().await?.state.last_sequence;
+        if last == 0 {
+            continue;
+        }
+        let reader = stream
+            .create_consumer(consumer::pull::Config {
+                ack_policy: consumer::AckPolicy::None,
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: last.saturating_sub(MOST_RECENT).max(1),
+                },
+                headers_only: true,
+                inactive_threshold: Duration::from_secs(30),
+                ..Default::default()
+            })
+            .await?;
+        let mut pending = reader.cached_info().num_pending;
+        while pending > 0 {
+            let mut batch = reader
+                .fetch()
+                .max_messages(usize::try_from(pending.min(1000)).unwrap_or(1000))
+                .expires(PATIENCE)
+                .messages()
+                .await?;
+            let mut got = 0;
+            while let Some(msg) = batch.next().await {
+                let msg = msg.map_err(|e| anyhow::anyhow!("{e}"))?;
+                got += 1;
+                let Ok(info) = msg.info() else { continue };
+                seen.push(Seen {
+                    stream: name.clone(),
+                    sequence: info.stream_sequence,
+                    time: {
+                        let nanos = info.published.unix_timestamp_nanos();
+                        chrono::DateTime::from_timestamp_nanos(i64::try_from(nanos).unwrap_or(0))
+                            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                    },
+                    subject: msg.subject.to_string(),
+                    headers: msg.headers.clone().unwrap_or_default(),
+                });
+            }
+            if got == 0 {
+                break;
+            }
+            pending = pending.saturating_sub(got);
+        }
+    }
+    Ok(seen)
+}
