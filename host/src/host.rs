@@ -249,6 +249,13 @@ impl Host {
             .await?;
         let inbound = Arc::new(Inbound::default());
         let sla = Arc::new(crate::observe::sla::Board::default());
+        let spans = match &config.observe.otlp {
+            Some(url) => Some(Arc::new(
+                crate::observe::otel::Spans::start(url, &config.observe.service_name)
+                    .map_err(|e| HostError::Usage(format!("{}: {e:#}", config.file.display())))?,
+            )),
+            None => None,
+        };
         let roster = Arc::new(Roster::default());
         let (http_stop, stopped) = watch::channel(false);
         let admin = admin::Admin {
@@ -282,6 +289,7 @@ impl Host {
             secrets_file: config.secrets_file.clone(),
             audit,
             sla,
+            spans,
         };
         let mut host = Host {
             runtime,
@@ -443,6 +451,15 @@ impl Host {
         let _ = (&mut self.http_task).await;
         if let Some(writer) = self.audit_writer.take() {
             writer.finish().await;
+        }
+        // The connectors have let go of their handles: send the last spans.
+        if let Some(spans) = self
+            .shared
+            .spans
+            .take()
+            .and_then(|s| Arc::try_unwrap(s).ok())
+        {
+            spans.shutdown().await;
         }
         let _ = std::fs::remove_file(status::address_file(&self.config.data_dir));
         tracing::info!("Host stopped.");

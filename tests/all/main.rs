@@ -34,4 +34,5 @@ mod scaffold;
 mod service_levels;
 mod soak;
 mod status;
+mod telemetry;
 mod webhook;

@@ -126,6 +126,44 @@ pub struct Config {
     pub connectors: Vec<ConnectorSpec>,
     /// What a fleet host runs and trusts.
     pub fleet: FleetConfig,
+    /// `[observe]`: where spans go.
+    pub observe: ObserveConfig,
+}
+
+/// `[observe]`: telemetry beyond `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObserveConfig {
+    /// `otlp`: the collector's OTLP/HTTP traces URL
+    /// (`http://collector:4318/v1/traces`); spans are exported only when set.
+    pub otlp: Option<String>,
+    /// `service_name`: the `service.name` spans carry (default `plexus`).
+    pub service_name: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawObserve {
+    otlp: Option<String>,
+    service_name: Option<String>,
+}
+
+/// `[observe]` checked: an OTLP URL must be plain `http://host[:port]/path`.
+fn observe(raw: RawObserve) -> Result<ObserveConfig, String> {
+    if let Some(url) = &raw.otlp {
+        let rest = url.strip_prefix("http://").ok_or_else(|| {
+            format!("[observe].otlp {url:?} must be an http:// URL (for TLS, run a local collector that forwards)")
+        })?;
+        let authority = rest.split('/').next().unwrap_or("");
+        if authority.is_empty() || !rest.contains('/') || rest.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "[observe].otlp {url:?} must name a host and the traces path, like http://collector:4318/v1/traces"
+            ));
+        }
+    }
+    Ok(ObserveConfig {
+        otlp: raw.otlp,
+        service_name: raw.service_name.unwrap_or_else(|| "plexus".into()),
+    })
 }
 
 /// `[host]` keys for a host in a fleet: its labels, the keys it trusts to
@@ -257,6 +295,8 @@ struct RawConfig {
     bus: RawBus,
     #[serde(default)]
     host: RawHost,
+    #[serde(default)]
+    observe: RawObserve,
     /// Deserialized one by one, so an error can name its connector.
     #[serde(default, rename = "connector")]
     connectors: Vec<toml::Value>,
@@ -435,6 +475,7 @@ impl Config {
             secrets_file,
             connectors,
             fleet,
+            observe: observe(raw.observe).map_err(|reason| err(None, reason))?,
         })
     }
 
@@ -451,6 +492,7 @@ impl Config {
             secrets_file: None,
             connectors: Vec::new(),
             fleet: FleetConfig::default(),
+            observe: ObserveConfig::default(),
         })
     }
 

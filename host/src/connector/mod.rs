@@ -89,6 +89,8 @@ pub struct Shared {
     pub facility: Option<Arc<str>>,
     /// SLA breaches, for the dashboard.
     pub sla: Arc<crate::observe::sla::Board>,
+    /// Where hop spans go, when `[observe] otlp` is set.
+    pub spans: Option<Arc<crate::observe::otel::Spans>>,
 }
 
 /// A connector at work.
@@ -165,6 +167,12 @@ impl Running {
             metrics: shared.metrics.clone(),
             secrets: context.clone(),
             latency: latencies.clone(),
+            spans: shared.spans.clone(),
+            kind: match spec.kind() {
+                crate::config::Kind::Sink => "sink",
+                _ => "transform",
+            },
+            plugin: plugin.version().to_owned(),
         };
         let mut inbound = None;
         let task = match &spec.role {
@@ -221,6 +229,7 @@ impl Running {
                     collisions: identity::Collisions::default(),
                     audit: shared.audit.clone(),
                     facility: shared.facility.clone(),
+                    spans: shared.spans.clone(),
                 });
                 match trigger {
                     Trigger::Schedule(schedule) => {

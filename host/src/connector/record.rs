@@ -19,6 +19,8 @@ pub struct Lineage {
     facility: Option<String>,
     /// When its first hop took it in, Unix milliseconds.
     pub origin_ms: u64,
+    /// When this hop took it.
+    pub taken_at: std::time::SystemTime,
 }
 
 /// Now, in Unix milliseconds.
@@ -50,6 +52,7 @@ impl Lineage {
             origin_ms: header(h, headers::ORIGIN_TIME)
                 .and_then(|t| t.parse().ok())
                 .unwrap_or(published_ms),
+            taken_at: std::time::SystemTime::now(),
             identity,
         }
     }
@@ -65,7 +68,13 @@ impl Lineage {
             hops: None,
             facility: facility.map(str::to_owned),
             origin_ms: now_ms(),
+            taken_at: std::time::SystemTime::now(),
         }
+    }
+
+    /// Its trace id (`Plexus-Trace`).
+    pub fn trace(&self) -> &str {
+        &self.trace
     }
 
     /// Headers for output `index` of `connector` (at `hop`, `connector@version`).

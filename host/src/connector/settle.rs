@@ -22,6 +22,12 @@ pub(super) struct Settler {
     pub(super) secrets: Arc<ConnectorContext>,
     /// End-to-end latencies, kept when the connector has a latency SLA.
     pub(super) latency: Option<Arc<crate::observe::sla::Latencies>>,
+    /// Where hop spans go, when `[observe] otlp` is set.
+    pub(super) spans: Option<Arc<crate::observe::otel::Spans>>,
+    /// `transform` or `sink`, for the spans.
+    pub(super) kind: &'static str,
+    /// The plugin version (digest prefix), for the spans.
+    pub(super) plugin: String,
 }
 
 impl Settler {
@@ -42,6 +48,22 @@ impl Settler {
             latency.record(now_ms().saturating_sub(lineage.origin_ms));
         }
         Some((lineage, deliveries))
+    }
+
+    /// Record the hop as a span (when spans are exported): the record was
+    /// `outcome` (`published`, `delivered`, `dead-lettered`).
+    pub(super) fn traced(&self, lineage: &Lineage, outcome: &str) {
+        if let Some(spans) = &self.spans {
+            spans.hop(&crate::observe::otel::HopSpan {
+                trace: lineage.trace(),
+                connector: &self.name,
+                kind: self.kind,
+                plugin: &self.plugin,
+                record: &lineage.identity,
+                outcome,
+                start: lineage.taken_at,
+            });
+        }
     }
 
     /// Redeliver after the backoff for this delivery count (or `delay`).
@@ -108,6 +130,7 @@ impl Settler {
         match stored {
             Ok(_) => {
                 self.metrics.dead_lettered(&self.name);
+                self.traced(lineage, "dead-lettered");
                 tracing::warn!(connector = %self.name, record = %lineage.identity, reason, "Record dead-lettered.");
                 if let Err(error) = msg.ack_with(AckKind::Term).await {
                     tracing::warn!(connector = %self.name, %error, "Terminate failed; the record returns and is dead-lettered again (deduplicated).");

@@ -84,6 +84,7 @@ impl Handler for Sink {
         match outcome {
             Some(Outcome::Ok) => {
                 metrics.records_out(name, 1);
+                self.settle.traced(&lineage, "delivered");
                 if let Err(error) = msg.ack().await {
                     tracing::warn!(connector = %name, %error, "Ack failed; the receiver will see the idempotency key again.");
                 }

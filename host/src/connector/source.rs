@@ -60,6 +60,8 @@ pub(crate) struct Source {
     pub(super) audit: crate::observe::Audit,
     /// At an edge: the facility, part of every identity and stamped on every record.
     pub(super) facility: Option<Arc<str>>,
+    /// Where hop spans go, when `[observe] otlp` is set.
+    pub(super) spans: Option<Arc<crate::observe::otel::Spans>>,
 }
 
 /// What one poll did.
@@ -276,6 +278,7 @@ impl Source {
         }
         let n = outgoing.len() as u64;
         self.metrics.records_in(&self.name, n);
+        let taken = self.taken(&outgoing);
         match self
             .publisher
             .publish_all(outgoing.into_iter().map(Ok))
@@ -283,6 +286,7 @@ impl Source {
         {
             Ok(n) => {
                 self.metrics.records_out(&self.name, n);
+                self.traced(&taken);
                 Ok(n)
             }
             Err(PublishFailure::Unpublishable(reason)) => {
@@ -308,21 +312,28 @@ impl Source {
         refused: &mut Vec<Refused>,
     ) -> Result<u64, PublishFailure> {
         self.metrics.records_in(&self.name, records.len() as u64);
-        let outgoing = records
+        let outgoing: Vec<Outgoing> = records
             .into_iter()
             .enumerate()
             .filter_map(
                 |(index, record)| match self.prepare(index, record, origin, message) {
-                    Ok(outgoing) => Some(Ok(outgoing)),
+                    Ok(outgoing) => Some(outgoing),
                     Err(r) => {
                         refused.push(*r);
                         None
                     }
                 },
-            );
-        match self.publisher.publish_all(outgoing).await {
+            )
+            .collect();
+        let taken = self.taken(&outgoing);
+        match self
+            .publisher
+            .publish_all(outgoing.into_iter().map(Ok))
+            .await
+        {
             Ok(n) => {
                 self.metrics.records_out(&self.name, n);
+                self.traced(&taken);
                 Ok(n)
             }
             Err(failure) => {
@@ -333,6 +344,43 @@ impl Source {
                 self.metrics.error(&self.name, kind);
                 Err(failure)
             }
+        }
+    }
+
+    /// The trace and message id of each record about to be published, when
+    /// spans are exported.
+    fn taken(&self, outgoing: &[Outgoing]) -> Vec<(String, String, std::time::SystemTime)> {
+        if self.spans.is_none() {
+            return Vec::new();
+        }
+        let now = std::time::SystemTime::now();
+        outgoing
+            .iter()
+            .map(|o| {
+                let get = |name| {
+                    o.headers
+                        .get(name)
+                        .map_or_else(String::new, |v| v.as_str().to_owned())
+                };
+                (get(headers::TRACE), get(headers::MSG_ID), now)
+            })
+            .collect()
+    }
+
+    /// Record the published records' first hop as spans.
+    fn traced(&self, taken: &[(String, String, std::time::SystemTime)]) {
+        let Some(spans) = &self.spans else { return };
+        let plugin = self.hop.split_once('@').map_or("", |(_, v)| v);
+        for (trace, record, start) in taken {
+            spans.hop(&crate::observe::otel::HopSpan {
+                trace,
+                connector: &self.name,
+                kind: "source",
+                plugin,
+                record,
+                outcome: "received",
+                start: *start,
+            });
         }
     }
 

@@ -72,6 +72,7 @@ impl Handler for Transform {
                 {
                     Ok(n) => {
                         metrics.records_out(name, n);
+                        self.settle.traced(&lineage, "published");
                         if let Err(error) = msg.ack().await {
                             // The record will come back and its outputs be dropped as duplicates.
                             tracing::warn!(connector = %name, %error, "Ack failed.");

@@ -463,10 +463,7 @@ mod tests {
             page.contains("<td class=n>2</td><td class=n>15.00 USD</td><td>2d 0h</td>"),
             "{page}"
         );
-        assert!(
-            page.contains("href=\"/trace?id=INV%201\""),
-            "{page}"
-        );
+        assert!(page.contains("href=\"/trace?id=INV%201\""), "{page}");
         assert!(!page.contains(">c<"), "resolved ones are not listed");
     }
 }

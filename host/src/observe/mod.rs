@@ -7,6 +7,7 @@ pub(crate) mod dashboard;
 pub mod exceptions;
 pub mod lineage;
 pub mod metrics;
+pub mod otel;
 pub mod sla;
 pub mod status;
 
