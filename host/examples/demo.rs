@@ -59,7 +59,10 @@ async fn main() -> anyhow::Result<()> {
     println!("             hl7-canonical (hl7v2)        raw.demo.hl7 -> canon.<entity>");
     println!("             edi-inbox (file-drop)        demo/edi/*.x12 -> raw.demo.x12");
     println!("             edi-canonical (x12)          raw.demo.x12 -> canon.<entity>");
-    println!("             three-way-match              canon.> -> exceptions.<code>");
+    println!("             dock-fhir (fhir)             raw.demo.fhir -> canon.<entity>");
+    println!(
+        "             three-way-match              canon.> -> exceptions.<code>, exceptions.accrual"
+    );
 
     let js = host.bus().js.clone();
     wait_for(&js, "raw.demo.po", 8).await?;
@@ -155,28 +158,59 @@ async fn main() -> anyhow::Result<()> {
     }
 
     wait_drained(&js, "canon.>", "three-way-match").await?;
-    println!("\n5. the three-way matcher's exceptions (each record a step of its lifecycle):");
-    for msg in read_all(&js, "exceptions.>").await? {
-        if msg.subject.as_str() == "exceptions.accrual" {
-            continue;
+    println!("\n5. the three-way matcher's open exceptions (money at risk, tied to the facility):");
+    print_exceptions(&js, "open").await?;
+
+    // Late documents: the supplier credits the back-ordered gloves it had
+    // invoiced (X12 810), and the dock's inventory system reports the
+    // delivery (a FHIR SupplyDelivery).
+    let before = resolved(&js).await?;
+    publish_file(
+        &js,
+        &root,
+        "raw.demo.x12",
+        "demo/late/credit-memo-005010.x12",
+    )
+    .await?;
+    wait_for(&js, "raw.demo.x12", 3).await?;
+    wait_drained(&js, "raw.demo.x12", "edi-canonical").await?;
+    publish_file(
+        &js,
+        &root,
+        "raw.demo.fhir",
+        "demo/late/dock-delivery-r5.json",
+    )
+    .await?;
+    wait_for(&js, "raw.demo.fhir", 1).await?;
+    wait_drained(&js, "raw.demo.fhir", "dock-fhir").await?;
+    wait_drained(&js, "canon.>", "three-way-match").await?;
+    println!(
+        "\n6. late documents arrive: a credit memo for the 2 back-ordered boxes (demo/late/credit-memo-005010.x12)\n   and the dock's receipt (demo/late/dock-delivery-r5.json, FHIR). What they resolved:"
+    );
+    for (id, e) in resolved(&js).await? {
+        if !before.contains_key(&id) {
+            println!(
+                "  {id:<34} resolved by {:<12} {}",
+                e["resolution"].as_str().unwrap_or("?"),
+                e["resolved_at"].as_str().unwrap_or("?")
+            );
         }
-        let e: serde_json::Value = serde_json::from_slice(&msg.payload)?;
-        println!(
-            "  {:<28} {:<9} {:<10} {:>10} {}  {}",
-            msg.subject.as_str(),
-            e["status"].as_str().unwrap_or("?"),
-            e["po_number"].as_str().unwrap_or("?"),
-            e["exposure"]["amount"].as_str().unwrap_or("?"),
-            e["exposure"]["currency"].as_str().unwrap_or("?"),
-            e["detail"].as_str().unwrap_or("?")
-        );
     }
-    println!("\n6. what finance accrues (received, not invoiced), per order line:");
+    println!("  still open:");
+    print_exceptions(&js, "open").await?;
+
+    println!(
+        "\n7. what finance accrues (received, not invoiced), per order line (the latest record of each):"
+    );
+    let mut accruals = std::collections::BTreeMap::new();
     for msg in read_all(&js, "exceptions.accrual").await? {
         let a: serde_json::Value = serde_json::from_slice(&msg.payload)?;
+        accruals.insert(a["accrual_id"].as_str().unwrap_or("?").to_owned(), a);
+    }
+    for (id, a) in &accruals {
         println!(
-            "  {:<14} received {:>6} invoiced {:>6} accrued {:>6} = {:>10} {}",
-            a["accrual_id"].as_str().unwrap_or("?"),
+            "  {id:<14} ordered {:>4} received {:>4} invoiced {:>4} accrued {:>4} = {:>9} {}",
+            a["quantity_ordered"].as_str().unwrap_or("?"),
             a["quantity_received"].as_str().unwrap_or("?"),
             a["quantity_invoiced"].as_str().unwrap_or("?"),
             a["quantity_accrued"].as_str().unwrap_or("?"),
@@ -195,6 +229,7 @@ async fn main() -> anyhow::Result<()> {
         "hl7-canonical",
         "edi-inbox",
         "edi-canonical",
+        "dock-fhir",
         "three-way-match",
     ] {
         let sample = |metric: &str| {
@@ -212,8 +247,18 @@ async fn main() -> anyhow::Result<()> {
             sample("plexus_dlq_total")
         );
     }
-    println!("\nlook further: `plexus up -c demo/plexus.toml` runs the same host until Ctrl-C;");
-    println!("              /metrics and the PLEXUS_* streams on the bus show the flow.");
+    println!(
+        "\nlook further: `plexus trace <exception id> -c demo/plexus.toml` while it runs shows a record's hops;"
+    );
+    println!("              `plexus up -c demo/plexus.toml` runs the same host until Ctrl-C.");
+    let dashboard = format!("http://{}/", host.http_addr());
+    println!(
+        "\ndashboard: {dashboard}  (exceptions: {dashboard}exceptions, dead letters: {dashboard}dead-letters)"
+    );
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        println!("the host keeps running for the dashboard; Ctrl-C stops it.");
+        tokio::signal::ctrl_c().await?;
+    }
     host.shutdown().await;
     Ok(())
 }
@@ -239,6 +284,63 @@ fn indent(text: &str) -> String {
         .map(|l| format!("    {l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Each exception's latest record, by id.
+async fn exceptions(
+    js: &jetstream::Context,
+) -> anyhow::Result<std::collections::BTreeMap<String, serde_json::Value>> {
+    let mut latest = std::collections::BTreeMap::new();
+    for msg in read_all(js, "exceptions.>").await? {
+        if msg.subject.as_str() == "exceptions.accrual" {
+            continue;
+        }
+        let e: serde_json::Value = serde_json::from_slice(&msg.payload)?;
+        latest.insert(e["exception_id"].as_str().unwrap_or("?").to_owned(), e);
+    }
+    Ok(latest)
+}
+
+/// The exceptions that stand resolved.
+async fn resolved(
+    js: &jetstream::Context,
+) -> anyhow::Result<std::collections::BTreeMap<String, serde_json::Value>> {
+    let mut all = exceptions(js).await?;
+    all.retain(|_, e| e["status"] == "resolved");
+    Ok(all)
+}
+
+/// Publish a file of the demo to `subject`, as an upstream system would.
+async fn publish_file(
+    js: &jetstream::Context,
+    root: &Path,
+    subject: &str,
+    file: &str,
+) -> anyhow::Result<()> {
+    let body = std::fs::read(root.join(file)).with_context(|| format!("cannot read {file}"))?;
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Nats-Msg-Id", format!("demo:{file}").as_str());
+    js.publish_with_headers(subject.to_owned(), h, body.into())
+        .await?
+        .await?;
+    Ok(())
+}
+
+/// The exceptions with `status`: money at risk, facility, detail.
+async fn print_exceptions(js: &jetstream::Context, status: &str) -> anyhow::Result<()> {
+    for (id, e) in exceptions(js).await? {
+        if e["status"] != status {
+            continue;
+        }
+        println!(
+            "  {id:<34} {:>9} {}  {}  {}",
+            e["exposure"]["amount"].as_str().unwrap_or("?"),
+            e["exposure"]["currency"].as_str().unwrap_or("?"),
+            e["facility"]["name"].as_str().unwrap_or("?"),
+            e["detail"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
 }
 
 fn header(msg: &jetstream::Message, name: &str) -> String {

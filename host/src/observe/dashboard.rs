@@ -222,9 +222,10 @@ pub fn exceptions(standing: &[&Standing], now: chrono::DateTime<chrono::Utc>) ->
             .into_iter()
             .flatten()
             .filter_map(|v| v.as_str())
-            // A document is found by its business number (`invoice:<supplier>:<number>`).
+            // A document (`invoice:<supplier>:<number>`) is found by its key
+            // (`<supplier>:<number>`).
             .map(|d| {
-                let number = d.rsplit(':').next().unwrap_or(d);
+                let number = d.split_once(':').map_or(d, |(_, key)| key);
                 format!("<a href=\"/trace?id={}\">{}</a>", attr(number), escape(d))
             })
             .collect();
@@ -463,7 +464,7 @@ mod tests {
             page.contains("<td class=n>2</td><td class=n>15.00 USD</td><td>2d 0h</td>"),
             "{page}"
         );
-        assert!(page.contains("href=\"/trace?id=INV%201\""), "{page}");
+        assert!(page.contains("href=\"/trace?id=S:INV%201\""), "{page}");
         assert!(!page.contains(">c<"), "resolved ones are not listed");
     }
 }
