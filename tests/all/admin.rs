@@ -148,6 +148,22 @@ async fn every_route_wants_a_token_with_the_right_role() {
             request(addr, "POST", path, &[("Authorization", &bearer(wrong))], "").await;
         assert_eq!(status, 403, "replay with a read or ingest token");
     }
+    // Another site's page cannot make a browser (or a proxy adding the
+    // token) replay: the change must come from this origin.
+    for (name, value) in [
+        ("Origin", "https://evil.example"),
+        ("Sec-Fetch-Site", "cross-site"),
+    ] {
+        let (status, body) = request(
+            addr,
+            "POST",
+            path,
+            &[("Authorization", &bearer(&operator)), (name, value)],
+            "",
+        )
+        .await;
+        assert_eq!(status, 403, "{name}: {body}");
+    }
     let (status, body) = request(
         addr,
         "POST",

@@ -102,6 +102,14 @@ async fn a_dropped_x12_file_is_traced_to_the_exceptions_it_raised() {
     let out = plexus_with_config(&["trace", "no-such-record"], &file).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no record on the bus has"));
+    // An empty or tiny id would name half the bus.
+    for id in ["", "ab"] {
+        let out = plexus_with_config(&["trace", id], &file).await;
+        assert_eq!(out.status.code(), Some(2), "{id:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("must be 3 to 512 characters"));
+    }
+    let (status, _) = http_request(host.http_addr(), "GET", "/trace?id=", &[], "").await;
+    assert_eq!(status, 400);
     host.shutdown().await;
 }
 

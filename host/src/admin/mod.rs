@@ -251,6 +251,14 @@ async fn authorize(State(guard): State<Guard>, mut request: Request, next: Next)
         });
         return next.run(request).await;
     }
+    // A browser's cross-site request carries a token the page never saw
+    // (a proxy adding it, for one): a change is taken only from this origin.
+    if wanted != Role::Read
+        && !matches!(wanted, Role::Ingest(_))
+        && let Some(reason) = cross_site(headers)
+    {
+        return refuse(StatusCode::FORBIDDEN, &reason);
+    }
     let Some(token) = bearer(headers) else {
         return refuse(
             StatusCode::UNAUTHORIZED,
@@ -308,6 +316,35 @@ fn foreign(headers: &HeaderMap) -> Option<String> {
         .is_some_and(|site| site.as_bytes() == b"cross-site")
     {
         return Some("a cross-site request is not taken without a token".into());
+    }
+    None
+}
+
+/// Why a request came from another site's page: its `Origin` is not this
+/// host, or the browser says it is cross-site. API clients send neither.
+fn cross_site(headers: &HeaderMap) -> Option<String> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        let same = ["http://", "https://"].iter().any(|scheme| {
+            origin
+                .strip_prefix(scheme)
+                .is_some_and(|o| o.eq_ignore_ascii_case(host))
+        });
+        if !same {
+            return Some(format!(
+                "a change requested from the page of {origin:?} is not taken"
+            ));
+        }
+    }
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|site| site.as_bytes() == b"cross-site")
+    {
+        return Some("a cross-site change is not taken".into());
     }
     None
 }
@@ -489,6 +526,9 @@ async fn trace_page(
     State(state): State<Admin>,
     axum::extract::Query(query): axum::extract::Query<TraceQuery>,
 ) -> Response {
+    if let Some(reason) = crate::observe::lineage::refuse(&query.id) {
+        return (StatusCode::BAD_REQUEST, format!("{reason}\n")).into_response();
+    }
     match crate::observe::lineage::trace(&state.js, &query.id).await {
         Ok(hops) => html(crate::observe::dashboard::trace(&query.id, &hops)),
         Err(error) => (

@@ -95,6 +95,22 @@ pub fn output_id(connector: &str, input: &str, index: usize) -> String {
     format!("{connector}:{hex}")
 }
 
+/// The id of output `index`, keyed `key`, of `connector` from `input`. The
+/// key is part of it: a plugin whose outputs depend on more than its input
+/// (the time, its state) may return another set when a record is
+/// redelivered, and a new record at an index an earlier one had must not be
+/// dropped as that one's duplicate. Unkeyed outputs get [`output_id`].
+pub fn keyed_output_id(connector: &str, input: &str, index: usize, key: &str) -> String {
+    if key.is_empty() {
+        return output_id(connector, input, index);
+    }
+    let mut keyed = String::with_capacity(input.len() + key.len() + 1);
+    keyed.push_str(input);
+    keyed.push('\0');
+    keyed.push_str(key);
+    output_id(connector, &keyed, index)
+}
+
 /// A trace id for a record that arrived without one: derived from its
 /// identity, so a redelivery gets the same trace.
 pub fn trace_id(input: &str) -> String {
@@ -131,6 +147,22 @@ mod tests {
         assert_ne!(output_id("a", "x", 0), output_id("b", "x", 0));
         assert_ne!(output_id("a", "x1", 0), output_id("a", "x", 1));
         assert!(output_id("a", "x", 0).starts_with("a:"));
+    }
+
+    #[test]
+    fn a_keyed_output_s_id_depends_on_its_key() {
+        let a = keyed_output_id("m", "in-1", 0, "exception-a");
+        assert_eq!(a, keyed_output_id("m", "in-1", 0, "exception-a"));
+        assert_ne!(
+            a,
+            keyed_output_id("m", "in-1", 0, "exception-b"),
+            "another record at the same place"
+        );
+        assert_ne!(a, keyed_output_id("m", "in-1", 1, "exception-a"));
+        assert_eq!(
+            keyed_output_id("m", "in-1", 2, ""),
+            output_id("m", "in-1", 2)
+        );
     }
 
     #[test]

@@ -473,6 +473,9 @@ impl Cli {
 /// store, readable by the host's user only).
 /// Print the hops of the records `id` names.
 async fn trace(bus: &crate::bus::Bus, id: &str) -> Result<(), crate::host::HostError> {
+    if let Some(reason) = crate::observe::lineage::refuse(id) {
+        return Err(crate::host::HostError::Usage(reason));
+    }
     let hops = crate::observe::lineage::trace(&bus.js, id).await?;
     if hops.is_empty() {
         return Err(crate::host::HostError::Runtime(anyhow::anyhow!(

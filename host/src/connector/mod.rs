@@ -155,6 +155,7 @@ impl Running {
                 js: bus.js.clone(),
                 facility: shared.facility.clone(),
                 board: shared.sla.clone(),
+                metrics_shown: std::sync::Mutex::default(),
             };
             tokio::spawn(watcher.run(stopped.clone()));
         }

@@ -49,9 +49,11 @@ impl Lineage {
             facility: header(h, headers::FACILITY).map(str::to_owned),
             // A record from before this header, or from outside Plexus,
             // started its journey when it was stored.
+            // Never later than this hop's input was stored: a header from a
+            // fast clock (or a forger) cannot hide latency.
             origin_ms: header(h, headers::ORIGIN_TIME)
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(published_ms),
+                .and_then(|t| t.parse::<u64>().ok())
+                .map_or(published_ms, |t| t.min(published_ms)),
             taken_at: std::time::SystemTime::now(),
             identity,
         }
@@ -93,7 +95,7 @@ impl Lineage {
         }
         h.insert(
             headers::MSG_ID,
-            headers::output_id(connector, &self.identity, index).as_str(),
+            headers::keyed_output_id(connector, &self.identity, index, &record.key).as_str(),
         );
         if !record.key.is_empty() && valid_header(headers::KEY, &record.key) {
             h.insert(headers::KEY, record.key.as_str());

@@ -44,7 +44,16 @@ impl Settler {
         let published_ms =
             u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
         let lineage = Lineage::of(msg, info.stream, info.stream_sequence, published_ms);
-        if let Some(latency) = &self.latency {
+        // A record's latency counts once: not again when it is redelivered
+        // or replayed (an operator's replay is not the flow being late).
+        let replayed = msg
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get(headers::REPLAY_FOR).is_some());
+        if let Some(latency) = &self.latency
+            && deliveries == 1
+            && !replayed
+        {
             latency.record(now_ms().saturating_sub(lineage.origin_ms));
         }
         Some((lineage, deliveries))

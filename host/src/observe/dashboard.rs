@@ -121,12 +121,22 @@ fn cents(amount: &str) -> i128 {
         .map_or((1, amount), |rest| (-1, rest));
     let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
     let fraction: String = fraction.chars().chain("00".chars()).take(2).collect();
-    sign * (whole.parse::<i128>().unwrap_or(0) * 100 + fraction.parse::<i128>().unwrap_or(0))
+    // Amounts are the matcher's own two-decimal strings; a crafted one
+    // saturates rather than overflowing.
+    let whole = whole.parse::<i128>().unwrap_or_else(|_| {
+        if !whole.is_empty() && whole.bytes().all(|b| b.is_ascii_digit()) {
+            i128::MAX / 100 // too many digits: as large as it gets
+        } else {
+            0
+        }
+    });
+    let fraction = fraction.parse::<i128>().unwrap_or(0);
+    sign * whole.saturating_mul(100).saturating_add(fraction)
 }
 
 fn money(cents: i128) -> String {
     let sign = if cents < 0 { "-" } else { "" };
-    let cents = cents.abs();
+    let cents = cents.unsigned_abs();
     // Thousands grouped, for reading sums at a glance.
     let whole = (cents / 100).to_string();
     let mut grouped = String::new();
@@ -179,7 +189,8 @@ pub fn exceptions(standing: &[&Standing], now: chrono::DateTime<chrono::Utc>) ->
         let r = &s.record;
         let currency = text(&r["exposure"]["currency"]);
         let amount = cents(r["exposure"]["amount"].as_str().unwrap_or("0"));
-        *total.entry(currency.clone()).or_default() += amount;
+        let sum = total.entry(currency.clone()).or_default();
+        *sum = sum.saturating_add(amount);
         let g = groups
             .entry((
                 facility(r),
@@ -189,7 +200,7 @@ pub fn exceptions(standing: &[&Standing], now: chrono::DateTime<chrono::Utc>) ->
             ))
             .or_insert((0, 0, text(&r["opened_at"])));
         g.0 += 1;
-        g.1 += amount;
+        g.1 = g.1.saturating_add(amount);
         if text(&r["opened_at"]) < g.2 {
             g.2 = text(&r["opened_at"]);
         }
@@ -253,7 +264,7 @@ pub fn exceptions(standing: &[&Standing], now: chrono::DateTime<chrono::Utc>) ->
     }
     page(
         "Exceptions",
-        true,
+        false,
         &format!(
             "<p>{} open, <strong>{}</strong> at risk.</p>\n\
              <table>\n<tr><th>facility</th><th>category</th><th>code</th><th>open</th><th>at risk</th><th>oldest</th></tr>\n{grouped}</table>\n\
@@ -414,6 +425,8 @@ mod tests {
         assert_eq!(cents("0.05"), 5);
         assert_eq!(money(cents("1234567.8") + cents("0.25")), "1,234,568.05");
         assert_eq!(money(-150), "-1.50");
+        assert!(cents("9".repeat(60).as_str()) > i128::MAX / 200, "saturates");
+        assert!(money(i128::MIN).starts_with('-'));
     }
 
     #[test]

@@ -52,6 +52,32 @@ struct Seen {
     headers: HeaderMap,
 }
 
+/// The headers lineage reads, and no others: a stream's worth of records
+/// is held in memory at once.
+fn compact(headers: Option<&HeaderMap>) -> HeaderMap {
+    const USED: [&str; 10] = [
+        headers::MSG_ID,
+        headers::IDENTITY,
+        headers::KEY,
+        headers::SOURCE,
+        headers::TRACE,
+        headers::HOPS,
+        headers::SCHEMA,
+        headers::ERROR,
+        headers::CONNECTOR,
+        headers::REPLAY_FOR,
+    ];
+    let mut kept = HeaderMap::new();
+    for name in USED.iter().copied().chain([headers::ORIGINAL_SUBJECT]) {
+        if let Some(value) = headers.and_then(|h| h.get(name)) {
+            // A dead letter's reason can be long; the page needs its start.
+            let value: String = value.as_str().chars().take(300).collect();
+            kept.insert(name, value.as_str());
+        }
+    }
+    kept
+}
+
 fn get<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
     h.get(name).map_or("", |v| v.as_str())
 }
@@ -77,6 +103,9 @@ fn trace_of(h: &HeaderMap) -> String {
 
 /// Whether `id` names this record.
 fn named(h: &HeaderMap, id: &str) -> bool {
+    if id.is_empty() {
+        return false;
+    }
     let source = get(h, headers::SOURCE);
     [headers::MSG_ID, headers::IDENTITY, headers::KEY]
         .iter()
@@ -87,8 +116,27 @@ fn named(h: &HeaderMap, id: &str) -> bool {
             .is_some_and(|(_, record)| record == id)
 }
 
+/// The shortest id traced: a shorter one would name too many records.
+pub const SHORTEST_ID: usize = 3;
+/// The longest id traced.
+pub const LONGEST_ID: usize = 512;
+
+/// Why `id` cannot be traced, if it cannot.
+pub fn refuse(id: &str) -> Option<String> {
+    let n = id.chars().count();
+    (!(SHORTEST_ID..=LONGEST_ID).contains(&n))
+        .then(|| format!("a record id must be {SHORTEST_ID} to {LONGEST_ID} characters; {n} given"))
+}
+
+/// One trace at a time per process: each reads every stream.
+static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 /// Every hop of the records `id` names, oldest first.
 pub async fn trace(js: &jetstream::Context, id: &str) -> anyhow::Result<Vec<Hop>> {
+    if let Some(reason) = refuse(id) {
+        anyhow::bail!(reason);
+    }
+    let _turn = ONE_AT_A_TIME.acquire().await?;
     let seen = read_all(js).await?;
     let traces: BTreeSet<String> = seen
         .iter()
@@ -200,7 +248,7 @@ async fn read_all(js: &jetstream::Context) -> anyhow::Result<Vec<Seen>> {
                             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
                     },
                     subject: msg.subject.to_string(),
-                    headers: msg.headers.clone().unwrap_or_default(),
+                    headers: compact(msg.headers.as_ref()),
                 });
             }
             if got == 0 {

@@ -119,6 +119,8 @@ pub struct Watcher {
     pub facility: Option<Arc<str>>,
     /// The dashboard's view.
     pub board: Arc<Board>,
+    /// What the gauge shows per kind, so a retried publish counts a breach once.
+    pub metrics_shown: Mutex<BTreeMap<&'static str, bool>>,
 }
 
 /// One SLA's state.
@@ -223,7 +225,7 @@ impl Watcher {
     /// Publish the breach opening or resolving; on failure the state stays,
     /// so the next check tries again.
     async fn publish(&self, check: &mut Check, breached: bool, observed: Duration) {
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let record = self.record(check, breached, observed, &now);
         let (id, opened_at, detail) = (
             record["breach_id"].as_str().unwrap_or_default().to_owned(),
@@ -240,6 +242,17 @@ impl Watcher {
         h.insert(headers::SCHEMA, SCHEMA);
         h.insert(headers::CONTENT_TYPE, "application/json");
         let subject = format!("{SUBJECT_PREFIX}.{}", self.connector);
+        // The gauge and the dashboard say it at once, whether or not the
+        // bus takes the record now (when it is down is when this matters).
+        if self
+            .metrics_shown
+            .lock()
+            .map(|mut shown| shown.insert(check.kind, breached) != Some(breached))
+            .unwrap_or(true)
+        {
+            self.metrics.sla(&self.connector, check.kind, breached);
+        }
+        self.board.set(&id, record.clone());
         let stored = match self
             .js
             .publish_with_headers(subject, h, record.to_string().into())
@@ -259,8 +272,6 @@ impl Watcher {
             tracing::info!(connector = %self.connector, kind = check.kind, %detail, "SLA met again.");
             check.opened_at = None;
         }
-        self.metrics.sla(&self.connector, check.kind, breached);
-        self.board.set(&id, record);
     }
 }
 
@@ -296,6 +307,7 @@ mod tests {
             js: jetstream::new(client),
             facility: facility.map(Arc::from),
             board: Arc::default(),
+            metrics_shown: Mutex::default(),
         }
     }
 

@@ -28,6 +28,11 @@ use crate::policy::{Policy, Scope};
 /// outputs were stored).
 const REMEMBERED_DOCUMENTS: usize = 64;
 
+/// Resolved exceptions kept per order.
+const REMEMBERED_RESOLVED: usize = 256;
+/// Records remembered per supplier invoice number (to tell duplicates).
+const REMEMBERED_RECORDS: usize = 16;
+
 /// When a version arrived and which record it was: the later wins.
 pub type Rank = (String, String);
 
@@ -347,8 +352,20 @@ impl Evaluation {
     }
 }
 
+/// The largest quantity, price or amount a document may carry: products and
+/// sums of such stay far inside the decimal type's range, so no rule can
+/// overflow (and trap) on a crafted document.
+const LARGEST: Decimal = Decimal::from_parts(0xD4A5_1000, 0xE8, 0, false, 0); // 1e12
+
 fn decimal(text: &str, what: &str) -> Result<Decimal, String> {
-    Decimal::from_str(text.trim()).map_err(|e| format!("{what} {text:?} is not a decimal: {e}"))
+    let value = Decimal::from_str(text.trim())
+        .map_err(|e| format!("{what} {text:?} is not a decimal: {e}"))?;
+    if value.abs() > LARGEST || value.scale() > 8 {
+        return Err(format!(
+            "{what} {text:?} is out of range (at most 1000000000000, 8 decimal places)"
+        ));
+    }
+    Ok(value)
 }
 
 fn within(actual: Decimal, allowed: Decimal, pct: Decimal) -> bool {
@@ -592,7 +609,9 @@ impl Ledger {
             return Ok(false);
         };
         let correction = !held.records.values().any(|d| *d == digest);
-        held.records.insert(record, digest);
+        if held.records.len() < REMEMBERED_RECORDS || held.records.contains_key(&record) {
+            held.records.insert(record, digest);
+        }
         if held.rank < rank {
             let records = std::mem::take(&mut held.records);
             *held = Billed { records, ..fresh };
@@ -1099,6 +1118,25 @@ impl Ledger {
                 changed.insert(Output::Accrual(line.clone()));
             }
         }
+        // Resolved exceptions are kept (a recurrence reopens the same id)
+        // only so many: the order's kv entry must stay small.
+        let resolved = self
+            .exceptions
+            .values()
+            .filter(|e| e.status == Status::Resolved)
+            .count();
+        if resolved > REMEMBERED_RESOLVED {
+            let mut oldest: Vec<(u64, String)> = self
+                .exceptions
+                .iter()
+                .filter(|(_, e)| e.status == Status::Resolved)
+                .map(|(id, e)| (e.sequence, id.clone()))
+                .collect();
+            oldest.sort();
+            for (_, id) in oldest.into_iter().take(resolved - REMEMBERED_RESOLVED) {
+                self.exceptions.remove(&id);
+            }
+        }
         changed
     }
 
@@ -1436,6 +1474,33 @@ mod tests {
             error.starts_with("PO PO-7001 line 2 unit_price \"1O0.00\" is not a decimal"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_quantity_past_any_real_order_is_refused_not_trapped_on() {
+        let policy = Policy::default();
+        let mut ledger = Ledger::default();
+        let crate::scenarios::Doc::Invoice(mut huge) =
+            invoice("INV-1", "INV-1", ARRIVED, &[("1", "10", "12.50")])
+        else {
+            unreachable!()
+        };
+        huge.lines[0].quantity = "70000000000000000000000000000".into();
+        let error = ledger
+            .invoice("S:INV-1", &huge, &huge.lines.iter().collect::<Vec<_>>())
+            .unwrap_err();
+        assert!(
+            error.contains("quantity") && error.contains("out of range"),
+            "{error}"
+        );
+        // The order and what was held still evaluate.
+        deliver(
+            &mut ledger,
+            &order("PO-7001", "2026-11-02T09:00:00Z", &[]),
+            &policy,
+            arrived(),
+        );
+        assert!(ledger.exceptions.is_empty());
     }
 
     #[test]

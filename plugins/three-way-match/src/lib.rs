@@ -1,46 +1,4 @@
 //! `three-way-match`: matches purchase orders, goods receipts and invoices per
-//! order line — with ship notices and supplier acknowledgements — and raises
-//! `match-exception/1` records tied to the facility, the item category and the
-//! money at risk. Each exception is published to `<to>.<code>`, keyed by its
-//! `exception_id`.
-//!
-//! Consumes canonical records by `Plexus-Schema` (`purchase-order/1`,
-//! `goods-receipt/1`, `ship-notice/1`, `invoice/1`, `po-ack/1`) and
-//! `clock-tick/1` records (`{"now": "<RFC 3339>"}`, from the `ticker` source)
-//! that drive the SLA watches; records of other schemas are passed over.
-//!
-//! | code | raised when |
-//! |---|---|
-//! | `quantity_mismatch` | an invoice bills more than accepted minus invoiced before, beyond tolerance |
-//! | `price_mismatch` | an invoice's unit price strays from the order's beyond tolerance, or beyond the cap |
-//! | `unreceived_order` | an invoice bills a line nothing was accepted on |
-//! | `over_receipt` | more received on a line than ordered, beyond tolerance |
-//! | `short_shipment` | less received on a line than its ship notices say |
-//! | `duplicate_invoice` | a supplier's invoice number arrives again as another record |
-//! | `unknown_po` | an invoice or receipt names an order (or line) not seen |
-//! | `uom_mismatch` | a receipt or invoice line in another unit than the order |
-//! | `ack_changed` | an acknowledgement changes or rejects a line the order does not reflect |
-//! | `ack_overdue` | a tick finds an order unacknowledged past its `ack_due_at` |
-//! | `receipt_overdue` | a tick finds nothing received on an order past its need-by date |
-//!
-//! | config key | meaning | default |
-//! |---|---|---|
-//! | `quantity_tolerance_pct` | quantity slack, percent | `0` |
-//! | `price_tolerance_pct` | unit price slack, percent | `2` |
-//! | `price_cap` | price difference × quantity above which a line is an exception | none |
-//! | `<tolerance>.supplier.<id>`, `.category.<unspsc:NN>`, `.facility.<id>` | an override; the most specific wins (`policy.rs`) | |
-//! | `currency` | exposure currency when the order is unknown | `USD` |
-//!
-//! State lives in the connector's kv bucket: one entry per order
-//! (`po.<po_number>`), updated with compare-and-swap so instances working in
-//! parallel never lose each other's updates, and holding each document under
-//! its own id so a redelivered document changes nothing. Invoice numbers are
-//! kept per supplier (`invoice.<supplier>.<number>`) to catch duplicates.
-//! Exceptions are raised as documents arrive: a receipt arriving after its
-//! invoice does not withdraw an `unreceived_order`. The SLA watches keep one
-//! more kv entry (`open-orders`) and raise each overdue order once per code.
-
-//! `three-way-match`: matches purchase orders, goods receipts and invoices per
 //! order line — with ship notices, supplier acknowledgements and credit
 //! memos — and publishes the exceptions it finds, through their lifecycle,
 //! as `match-exception/2` records tied to the facility, the item category and
@@ -92,8 +50,8 @@
 //!
 //! State lives in the connector's kv bucket: one entry per order
 //! (`po.<po_number>`), updated with compare-and-swap so instances working in
-//! parallel never lose each other's updates, and one (`open-orders`) listing
-//! the orders a tick must look at again (`watch.rs`).
+//! parallel never lose each other's updates, and `open-orders.<shard>`
+//! listing the orders a tick must look at again (`watch.rs`).
 
 mod ledger;
 mod policy;
@@ -114,7 +72,7 @@ use watch::Watchlist;
 const CAS_ATTEMPTS: usize = 8;
 /// The schema of the ticks that drive the time-bound rules: `{"now": "<RFC 3339>"}`.
 const TICK_SCHEMA: &str = "clock-tick/1";
-/// The kv key of the orders ticks look at.
+/// The kv keys of the orders ticks look at: `open-orders.<shard>`.
 const WATCHLIST: &str = "open-orders";
 /// What the matcher's own records say they come from.
 const SOURCE_SYSTEM: &str = "plexus:three-way-match";
@@ -259,19 +217,23 @@ fn tick(input: &Record, policy: &Policy) -> Result<Vec<Record>, Error> {
         ))
     })?;
     let fingerprint = policy.fingerprint();
-    let (due, changed) = watch(|w| {
-        let (due, changed) = w.due(secs, &fingerprint);
-        Ok((changed, (due, changed)))
-    })?;
-    let cause = if changed { "tolerance_change" } else { "time" };
     let doc = format!("{TICK_SCHEMA}:{}", tick.now);
     let now = Now {
         at: &tick.now,
         secs,
     };
     let mut records = Vec::new();
-    for po in due {
-        records.extend(apply(&po, &doc, cause, &now, policy, |_| Ok(None))?);
+    for shard in 0..watch::SHARDS {
+        // Remembered per tick: a retry of this tick finds the same orders.
+        let (due, changed) = watch(shard, |w| {
+            let before = w.clone();
+            let found = w.due_for(&tick.now, secs, &fingerprint);
+            Ok((*w != before, found))
+        })?;
+        let cause = if changed { "tolerance_change" } else { "time" };
+        for po in due {
+            records.extend(apply(&po, &doc, cause, &now, policy, |_| Ok(None))?);
+        }
     }
     Ok(records)
 }
@@ -295,7 +257,9 @@ fn apply(
             Ok((l.remember(doc, changed), evaluation.wake))
         })?;
     let open = ledger.open().next().is_some();
-    watch(|w| Ok((w.note(po, ledger.seq, wake, open), ())))?;
+    watch(watch::shard(po), |w| {
+        Ok((w.note(po, ledger.seq, wake, open), ()))
+    })?;
     outputs.iter().map(|o| output(po, &ledger, o)).collect()
 }
 
@@ -448,10 +412,12 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T,
 
 /// Apply `change` to the watchlist, storing it when `change` says it changed.
 fn watch<R>(
+    shard: u64,
     mut change: impl FnMut(&mut Watchlist) -> Result<(bool, R), String>,
 ) -> Result<R, Error> {
+    let key = format!("{WATCHLIST}.{shard}");
     for _ in 0..CAS_ATTEMPTS {
-        let (mut list, revision) = match kv::get(WATCHLIST).map_err(unavailable)? {
+        let (mut list, revision) = match kv::get(&key).map_err(unavailable)? {
             Some(entry) => (
                 decode::<Watchlist>("the watchlist", &entry.value)?,
                 Some(entry.revision),
@@ -464,7 +430,7 @@ fn watch<R>(
         }
         let bytes = serde_json::to_vec(&list)
             .map_err(|e| Error::Permanent(format!("cannot encode the watchlist: {e}")))?;
-        match kv::compare_and_swap(WATCHLIST, &bytes, revision) {
+        match kv::compare_and_swap(&key, &bytes, revision) {
             Ok(_) => return Ok(result),
             Err(kv::KvError::RevisionMismatch) => continue,
             Err(e) => return Err(unavailable(e)),

@@ -70,6 +70,9 @@ impl Policy {
             if value.is_sign_negative() {
                 return Err(format!("config `{key}` = {text:?}: must not be negative"));
             }
+            if value > Decimal::from(1_000_000_000_000_i64) {
+                return Err(format!("config `{key}` = {text:?}: at most 1000000000000"));
+            }
             match (parts.next(), parts.next()) {
                 (None, _) => match field {
                     "quantity_tolerance_pct" => policy.default.quantity_pct = value,
