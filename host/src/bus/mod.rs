@@ -549,6 +549,59 @@ fn stream_name(subject: &str) -> String {
     format!("PLEXUS_{body}_{tag}")
 }
 
+/// Hand the most recent `most` records of stream `name` (those under
+/// `filter`, or all), oldest first, to `each`; only their headers when
+/// `headers_only`. For the views that read the bus back (lineage, the
+/// dashboard's exceptions): an ephemeral consumer that acks nothing.
+pub async fn read_recent(
+    js: &jetstream::Context,
+    name: &str,
+    filter: Option<String>,
+    most: u64,
+    headers_only: bool,
+    mut each: impl FnMut(jetstream::Message),
+) -> anyhow::Result<()> {
+    use futures::StreamExt as _;
+    /// How long to wait for the next batch before giving up on the stream.
+    const PATIENCE: Duration = Duration::from_secs(5);
+    let mut stream = js.get_stream(name).await?;
+    let last = stream.info().await?.state.last_sequence;
+    if last == 0 {
+        return Ok(());
+    }
+    let reader = stream
+        .create_consumer(consumer::pull::Config {
+            filter_subject: filter.unwrap_or_default(),
+            ack_policy: consumer::AckPolicy::None,
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: last.saturating_sub(most).max(1),
+            },
+            headers_only,
+            inactive_threshold: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await?;
+    let mut pending = reader.cached_info().num_pending;
+    while pending > 0 {
+        let mut batch = reader
+            .fetch()
+            .max_messages(usize::try_from(pending.min(1000)).unwrap_or(1000))
+            .expires(PATIENCE)
+            .messages()
+            .await?;
+        let mut got = 0;
+        while let Some(msg) = batch.next().await {
+            each(msg.map_err(|e| anyhow::anyhow!("{e}"))?);
+            got += 1;
+        }
+        if got == 0 {
+            break; // the rest aged out or was purged meanwhile
+        }
+        pending = pending.saturating_sub(got);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -425,7 +425,10 @@ mod tests {
         assert_eq!(cents("0.05"), 5);
         assert_eq!(money(cents("1234567.8") + cents("0.25")), "1,234,568.05");
         assert_eq!(money(-150), "-1.50");
-        assert!(cents("9".repeat(60).as_str()) > i128::MAX / 200, "saturates");
+        assert!(
+            cents("9".repeat(60).as_str()) > i128::MAX / 200,
+            "saturates"
+        );
         assert!(money(i128::MIN).starts_with('-'));
     }
 

@@ -7,18 +7,15 @@
 //! published records, dead letters and replays alike — in time order.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, consumer};
+use async_nats::jetstream;
 use futures::StreamExt as _;
 
 use crate::bus::headers;
 
 /// The most recent records read per stream.
 const MOST_RECENT: u64 = 200_000;
-/// How long to wait for the next batch before giving up on a stream.
-const PATIENCE: Duration = Duration::from_secs(5);
 
 /// One hop of a record: where it was stored and what happened to it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -210,52 +207,21 @@ async fn read_all(js: &jetstream::Context) -> anyhow::Result<Vec<Seen>> {
     }
     let mut seen = Vec::new();
     for name in streams {
-        let mut stream = js.get_stream(&name).await?;
-        let last = stream.info().await?.state.last_sequence;
-        if last == 0 {
-            continue;
-        }
-        let reader = stream
-            .create_consumer(consumer::pull::Config {
-                ack_policy: consumer::AckPolicy::None,
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: last.saturating_sub(MOST_RECENT).max(1),
+        crate::bus::read_recent(js, &name, None, MOST_RECENT, true, |msg| {
+            let Ok(info) = msg.info() else { return };
+            seen.push(Seen {
+                stream: name.clone(),
+                sequence: info.stream_sequence,
+                time: {
+                    let nanos = info.published.unix_timestamp_nanos();
+                    chrono::DateTime::from_timestamp_nanos(i64::try_from(nanos).unwrap_or(0))
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
                 },
-                headers_only: true,
-                inactive_threshold: Duration::from_secs(30),
-                ..Default::default()
-            })
-            .await?;
-        let mut pending = reader.cached_info().num_pending;
-        while pending > 0 {
-            let mut batch = reader
-                .fetch()
-                .max_messages(usize::try_from(pending.min(1000)).unwrap_or(1000))
-                .expires(PATIENCE)
-                .messages()
-                .await?;
-            let mut got = 0;
-            while let Some(msg) = batch.next().await {
-                let msg = msg.map_err(|e| anyhow::anyhow!("{e}"))?;
-                got += 1;
-                let Ok(info) = msg.info() else { continue };
-                seen.push(Seen {
-                    stream: name.clone(),
-                    sequence: info.stream_sequence,
-                    time: {
-                        let nanos = info.published.unix_timestamp_nanos();
-                        chrono::DateTime::from_timestamp_nanos(i64::try_from(nanos).unwrap_or(0))
-                            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-                    },
-                    subject: msg.subject.to_string(),
-                    headers: compact(msg.headers.as_ref()),
-                });
-            }
-            if got == 0 {
-                break;
-            }
-            pending = pending.saturating_sub(got);
-        }
+                subject: msg.subject.to_string(),
+                headers: compact(msg.headers.as_ref()),
+            });
+        })
+        .await?;
     }
     Ok(seen)
 }
