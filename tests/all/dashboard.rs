@@ -6,16 +6,8 @@
 use async_nats::HeaderMap;
 
 use crate::browser::{self, Browser};
+use crate::support::matcher_fixture as fixture;
 use crate::support::*;
-
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(
-        repo_root()
-            .join("plugins/three-way-match/fixtures")
-            .join(name),
-    )
-    .unwrap()
-}
 
 fn connectors(picky_mode: &str) -> String {
     format!(

@@ -12,16 +12,8 @@ use std::collections::BTreeMap;
 
 use async_nats::HeaderMap;
 
+use crate::support::matcher_fixture as fixture;
 use crate::support::*;
-
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(
-        repo_root()
-            .join("plugins/three-way-match/fixtures")
-            .join(name),
-    )
-    .unwrap()
-}
 
 /// Publish canonical documents to `subject` and wait until `matcher` has
 /// settled them all.

@@ -41,6 +41,16 @@ pub fn nats_server_binary() -> PathBuf {
 }
 
 /// Build the plugins workspace once per test run and return the path of `name`'s component.
+/// A fixture of the three-way matcher (`plugins/three-way-match/fixtures`).
+pub fn matcher_fixture(name: &str) -> String {
+    std::fs::read_to_string(
+        repo_root()
+            .join("plugins/three-way-match/fixtures")
+            .join(name),
+    )
+    .unwrap()
+}
+
 pub fn plugin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
