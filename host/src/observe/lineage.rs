@@ -46,6 +46,8 @@ struct Seen {
     sequence: u64,
     subject: String,
     time: String,
+    /// Its trace id, worked out once.
+    trace: String,
     headers: HeaderMap,
 }
 
@@ -135,15 +137,15 @@ pub async fn trace(js: &jetstream::Context, id: &str) -> anyhow::Result<Vec<Hop>
     }
     let _turn = ONE_AT_A_TIME.acquire().await?;
     let seen = read_all(js).await?;
-    let traces: BTreeSet<String> = seen
+    let traces: BTreeSet<&str> = seen
         .iter()
         .filter(|s| named(&s.headers, id))
-        .map(|s| trace_of(&s.headers))
+        .map(|s| s.trace.as_str())
         .filter(|t| !t.is_empty())
         .collect();
     let mut hops: Vec<Hop> = seen
         .iter()
-        .filter(|s| traces.contains(&trace_of(&s.headers)) || named(&s.headers, id))
+        .filter(|s| traces.contains(s.trace.as_str()) || named(&s.headers, id))
         .map(hop)
         .collect();
     hops.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.stream.cmp(&b.stream)));
@@ -188,7 +190,7 @@ fn hop(s: &Seen) -> Hop {
         connector: connector.into(),
         plugin: plugin.into(),
         msg_id: get(h, headers::MSG_ID).into(),
-        trace: trace_of(h),
+        trace: s.trace.clone(),
         detail,
     }
 }
@@ -218,6 +220,7 @@ async fn read_all(js: &jetstream::Context) -> anyhow::Result<Vec<Seen>> {
                         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
                 },
                 subject: msg.subject.to_string(),
+                trace: msg.headers.as_ref().map_or_else(String::new, trace_of),
                 headers: compact(msg.headers.as_ref()),
             });
         })
